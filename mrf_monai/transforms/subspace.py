@@ -1,0 +1,124 @@
+"""Temporal subspace compression and expansion (``docs/interfaces.md``).
+
+``basis`` is ``(T, R)`` complex with orthonormal columns. Compression of a time series
+``x (T, ...)``: ``c[r] = sum_t conj(basis[t, r]) x[t]``; expansion: ``x[t] = sum_r basis[t, r] c[r]``.
+``dim`` is the time (or component) axis. MetaTensor metadata is kept; numpy in, numpy out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends
+
+__all__ = ["SubspaceCompress", "SubspaceExpand", "SubspaceCompressd", "SubspaceExpandd"]
+
+
+def _as_basis(basis) -> torch.Tensor:
+    b = torch.as_tensor(basis)
+    if b.ndim != 2:
+        raise ValueError(f"the temporal basis must be (T, R), got shape {tuple(b.shape)}")
+    if not b.is_complex():
+        b = b.to(torch.complex128 if b.dtype == torch.float64 else torch.complex64)
+    return b
+
+
+def _apply(x, matrix: torch.Tensor, dim: int):
+    """Contract axis ``dim`` of ``x`` (size matrix.shape[1]) with ``matrix (out, in)``."""
+    is_np = isinstance(x, np.ndarray)
+    xt = torch.as_tensor(x)
+    if not xt.is_complex():
+        xt = xt.to(torch.complex128 if xt.dtype == torch.float64 else torch.complex64)
+    dtype = torch.promote_types(xt.dtype, matrix.dtype) if xt.dtype != matrix.dtype else xt.dtype
+    if xt.dtype == torch.complex64:
+        dtype = torch.complex64  # keep single precision data single precision
+    m = matrix.to(device=xt.device, dtype=dtype)
+    out = torch.tensordot(m, xt.to(dtype).movedim(dim, 0), dims=([1], [0])).movedim(0, dim)
+    return out.cpu().numpy() if is_np else out
+
+
+class SubspaceCompress(Transform):
+    """Time series ``(T, ...)`` -> subspace coefficients ``(R, ...)`` with ``basis^H``.
+
+    Args:
+        basis: ``(T, R)`` complex, orthonormal columns.
+        dim: time axis of the input.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, basis, dim: int = 0) -> None:
+        self.basis = _as_basis(basis)
+        self.dim = dim
+
+    def __call__(self, img):
+        t = img.shape[self.dim]
+        if t != self.basis.shape[0]:
+            raise ValueError(
+                f"the time series has T = {t} frames (axis {self.dim}) but the basis has "
+                f"{self.basis.shape[0]} rows; build the basis/dictionary with the same sequence length "
+                "(or truncate the sequence)"
+            )
+        return _apply(img, self.basis.conj().T, self.dim)
+
+    def inverse(self, img):
+        return SubspaceExpand(self.basis, self.dim)(img)
+
+
+class SubspaceExpand(Transform):
+    """Subspace coefficients ``(R, ...)`` -> time series ``(T, ...)`` with ``basis``."""
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, basis, dim: int = 0) -> None:
+        self.basis = _as_basis(basis)
+        self.dim = dim
+
+    def __call__(self, img):
+        r = img.shape[self.dim]
+        if r != self.basis.shape[1]:
+            raise ValueError(
+                f"the coefficients have R = {r} components (axis {self.dim}) but the basis has "
+                f"{self.basis.shape[1]} columns; use the basis the coefficients were compressed with"
+            )
+        return _apply(img, self.basis, self.dim)
+
+    def inverse(self, img):
+        return SubspaceCompress(self.basis, self.dim)(img)
+
+
+class _Subspaced(MapTransform):
+    backend = SubspaceCompress.backend
+    _array_cls: type = SubspaceCompress
+
+    def __init__(self, keys: KeysCollection, basis, dim: int = 0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = self._array_cls(basis, dim)
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+    def inverse(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform.inverse(d[key])
+        return d
+
+
+class SubspaceCompressd(_Subspaced):
+    """Dictionary twin of :class:`SubspaceCompress`."""
+
+    _array_cls = SubspaceCompress
+
+
+class SubspaceExpandd(_Subspaced):
+    """Dictionary twin of :class:`SubspaceExpand`."""
+
+    _array_cls = SubspaceExpand
