@@ -1,0 +1,336 @@
+"""Simulated MRF subjects written exactly as the data contract's subject folders.
+
+A subject is a few axial slices of a brain phantom (:mod:`mrf_monai.phantoms`) scanned with
+the FISP-MRF protocol:
+
+1. Ground truth: per-voxel continuous T1, T2 and complex PD
+   (:func:`mrf_monai.phantoms.sample_subject_maps`).
+2. Time series: the EPG signal (:func:`mrf_monai.physics.epg.simulate_fisp`) of every voxel
+   with protons, at its own continuous (T1, T2) (never snapped to a dictionary grid),
+   times its PD: ``x[t, i, j] = PD[i, j] * EPG(T1[i, j], T2[i, j])[t]``. Only voxels with
+   protons are simulated (in chunks, by the EPG module).
+3. k-space: every full frame image (not a rank-R subspace approximation), times each coil
+   sensitivity, through the type-2 NUFFT (:class:`mrf_monai.acquisition.nufft.Nufft2D`) on
+   that frame's spiral interleaf. ``frames_per_call`` frames are transformed in one
+   library call on the union of their readouts (each frame's own samples are kept).
+4. Noise: complex white Gaussian noise, independent per coil and sample, with
+   ``E|n|^2 = sigma^2`` and ``sigma = noise * mean_{coil, t} |s_{coil, t}(k = 0)|``: the
+   noise level is a fraction of the mean magnitude of the k-space centre of the frames
+   (``s(0) = sum_ij S_coil m_t``, the data contract's model at k = 0). See
+   :data:`DEFAULT_NOISE` and ``docs/simulation.md`` for the image-domain SNR this gives.
+
+The subject folder (data contract, section 1) holds ``raw.h5`` (ISMRMRD, written by
+:func:`mrf_monai.io.ismrmrd.write_raw`), ``ref/`` (T1 and T2 in seconds, PD magnitude and
+the uint8 brain mask, written by :func:`mrf_monai.io.subjects.write_reference`) and a
+``sim.json`` card describing how it was made. Geometry: axial slices in LPS,
+``read_dir = (1, 0, 0)``, ``phase_dir = (0, 1, 0)``, ``slice_dir = (0, 0, 1)``, slice
+centres at the MNI152 coordinates of the chosen template slices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrf_monai import __version__
+from mrf_monai.acquisition.coils import simulate_coil_maps
+from mrf_monai.acquisition.nufft import Nufft2D
+from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
+from mrf_monai.io.atomic import atomic_write
+from mrf_monai.io.ismrmrd import RawSubject, write_raw
+from mrf_monai.phantoms import FIELD_STRENGTH_T, FOV_MM, sample_subject_maps, sample_subject_parameters
+from mrf_monai.phantoms.anatomy import slice_position_mm
+from mrf_monai.phantoms.augment import BAND_PERIOD, SLICE_RANGE, split_slices, subject_generator
+from mrf_monai.physics.epg import simulate_fisp
+from mrf_monai.physics.sequence import MRFSequence, fisp_mrf_jiang2015
+
+__all__ = [
+    "DEFAULT_NOISE",
+    "SLICE_THICKNESS_MM",
+    "GYROMAGNETIC_HZ_PER_T",
+    "choose_slices",
+    "simulate_time_series",
+    "simulate_kspace",
+    "noise_sigma",
+    "simulate_subject",
+]
+
+#: Default relative noise level: sigma = DEFAULT_NOISE * mean |k-space centre| of the frames.
+#: At the protocol size (230 x 230, 200 frames, 920 samples, rank 5) the gridded noise in the
+#: first subspace component is then about 3 % of its mean magnitude in the brain (SNR ~ 35),
+#: below the aliasing of that component (6-8 % RMS).
+DEFAULT_NOISE = 4e-4
+#: Slice thickness of the protocol, mm (written to the ISMRMRD FOV z).
+SLICE_THICKNESS_MM = 5.0
+#: Proton gyromagnetic ratio / (2 pi), Hz per tesla.
+GYROMAGNETIC_HZ_PER_T = 42.577478e6
+
+
+def choose_slices(seed: int, split: str, n_slices: int) -> np.ndarray:
+    """Template slices (MNI152 axial indices, ascending) of a subject of ``split``.
+
+    Up to one slice per band of the split (:data:`mrf_monai.phantoms.augment.BAND_PERIOD`
+    = 24 mm apart, so 5 at most), the slices are equally spaced: the same offset in a run of
+    consecutive bands, both drawn from the subject's seed; the NIfTI stack then has an
+    exact affine. More slices are spread evenly over the split's whole slice list (unequal
+    spacing: each slice keeps its own position in ``raw.h5``).
+    """
+    pool = split_slices(split)
+    if not 1 <= n_slices <= pool.size:
+        raise ValueError(
+            f"n_slices must be between 1 and {pool.size} (the slices of split {split!r}), got {n_slices}"
+        )
+    rng = subject_generator(seed, split, 2)
+    bands = (pool - SLICE_RANGE[0]) // BAND_PERIOD
+    n_bands = int(bands.max()) + 1
+    if n_slices <= n_bands:
+        offsets = np.unique((pool - SLICE_RANGE[0]) % BAND_PERIOD)
+        offset = int(rng.choice(offsets))
+        first = int(rng.integers(0, n_bands - n_slices + 1))
+        z = SLICE_RANGE[0] + offset + BAND_PERIOD * np.arange(first, first + n_slices)
+        return z.astype(np.int64)
+    step = pool.size / n_slices
+    idx = np.minimum((rng.uniform(0.0, step) + step * np.arange(n_slices)).astype(np.int64), pool.size - 1)
+    return pool[np.unique(idx)]
+
+
+def simulate_time_series(
+    t1_s: torch.Tensor | np.ndarray,
+    t2_s: torch.Tensor | np.ndarray,
+    pd: torch.Tensor | np.ndarray,
+    sequence: MRFSequence,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Exact EPG time series of a parameter map: ``(T, Nx, Ny)`` complex64.
+
+    Args:
+        t1_s, t2_s: ``(Nx, Ny)`` seconds (any value where ``pd == 0``).
+        pd: ``(Nx, Ny)`` complex proton density; voxels with ``pd == 0`` are not simulated.
+        sequence: the MRF sequence (T frames).
+        device: where the EPG runs.
+    """
+    t1 = torch.as_tensor(np.asarray(t1_s) if not isinstance(t1_s, torch.Tensor) else t1_s).to(
+        device, torch.float32
+    )
+    t2 = torch.as_tensor(np.asarray(t2_s) if not isinstance(t2_s, torch.Tensor) else t2_s).to(
+        device, torch.float32
+    )
+    p = torch.as_tensor(np.asarray(pd) if not isinstance(pd, torch.Tensor) else pd).to(
+        device, torch.complex64
+    )
+    if not (t1.shape == t2.shape == p.shape) or t1.ndim != 2:
+        raise ValueError(
+            f"t1_s, t2_s and pd must be (Nx, Ny) maps of one shape, got {t1.shape}, {t2.shape}, {p.shape}"
+        )
+    sel = p.abs() > 0
+    if bool(((t1[sel] <= 0) | (t2[sel] <= 0)).any()):
+        raise ValueError("T1 and T2 must be positive wherever PD is non-zero")
+    x = torch.zeros(sequence.n_frames, *t1.shape, dtype=torch.complex64, device=device)
+    if bool(sel.any()):
+        sig = simulate_fisp(t1[sel], t2[sel], sequence)  # (N, T)
+        x[:, sel] = (sig * p[sel][:, None]).T
+    return x
+
+
+def simulate_kspace(
+    images: torch.Tensor,
+    traj: np.ndarray | torch.Tensor,
+    coil_maps: torch.Tensor | None = None,
+    frames_per_call: int = 10,
+    eps: float = 1e-6,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Noise-free k-space of full frame images: ``(T, Nx, Ny)`` -> ``(C, T, S)`` complex64.
+
+    Args:
+        images: ``(T, Nx, Ny)`` complex frame images (the time series).
+        traj: ``(T, S, 2)`` one readout per frame, cycles per pixel.
+        coil_maps: ``(C, Nx, Ny)`` sensitivities or ``None`` (one coil, sensitivity 1).
+        frames_per_call: frames per NUFFT call (the union of their readouts is planned once).
+        eps, backend: NUFFT accuracy and backend.
+    """
+    tr = torch.as_tensor(np.asarray(traj) if not isinstance(traj, torch.Tensor) else traj)
+    n_t, n_s = int(tr.shape[0]), int(tr.shape[1])
+    if images.ndim != 3 or images.shape[0] != n_t:
+        raise ValueError(
+            f"images must be (T, Nx, Ny) with T = {n_t} frames of traj, got {tuple(images.shape)}"
+        )
+    shape = tuple(images.shape[-2:])
+    maps = None if coil_maps is None else coil_maps.to(images.device, torch.complex64)
+    n_c = 1 if maps is None else int(maps.shape[0])
+    out = torch.empty(n_c, n_t, n_s, dtype=torch.complex64)
+    g = max(1, int(frames_per_call))
+    for t0 in range(0, n_t, g):
+        t1 = min(n_t, t0 + g)
+        op = Nufft2D(tr[t0:t1].reshape(-1, 2), shape, eps=eps, backend=backend, device=images.device)
+        x = images[t0:t1]
+        x = x[:, None] if maps is None else x[:, None] * maps[None]  # (G, C, Nx, Ny)
+        y = op.forward(x.reshape(-1, *shape)).reshape(t1 - t0, n_c, t1 - t0, n_s)
+        idx = torch.arange(t1 - t0)
+        out[:, t0:t1] = y[idx, :, idx].permute(1, 0, 2).cpu()  # each frame's own readout
+    return out
+
+
+def noise_sigma(images: torch.Tensor, coil_maps: torch.Tensor | None, noise: float) -> float:
+    """Noise standard deviation ``noise * mean_{coil, t} |sum_ij S_coil m_t|`` (module docs)."""
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0 (a fraction of the mean |k-space centre|), got {noise}")
+    if coil_maps is None:
+        dc = images.sum(dim=(-2, -1)).abs()
+    else:
+        dc = torch.einsum("cxy,txy->ct", coil_maps.to(images.device, torch.complex64), images).abs()
+    return float(noise * dc.mean())
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "__dataclass_fields__"):
+        return _jsonable({k: getattr(obj, k) for k in obj.__dataclass_fields__})
+    return obj
+
+
+def simulate_subject(
+    out_dir: str | Path,
+    label: str,
+    seed: int,
+    n_slices: int = 1,
+    n_frames: int = 200,
+    n_coils: int = 1,
+    noise: float = DEFAULT_NOISE,
+    split: str = "test",
+    matrix: int = 230,
+    n_samples: int = 920,
+    *,
+    sequence: MRFSequence | None = None,
+    slices: Sequence[int] | None = None,
+    augment: bool = True,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """Simulate one subject and write its folder ``out_dir/sub-<label>`` (data contract).
+
+    Args:
+        out_dir: dataset folder (created if needed).
+        label: alphanumeric subject label.
+        seed: subject seed (non-negative); with ``split`` it fixes the anatomy, tissues,
+            lesions, slices and noise.
+        n_slices: number of axial slices (chosen by :func:`choose_slices`).
+        n_frames: leading frames of the sequence to acquire (200 = acceleration 5).
+        n_coils: receive coils (1: uniform sensitivity; more: :func:`simulate_coil_maps`,
+            normalised to ``sum |S|^2 = 1``).
+        noise: relative noise level (``sigma = noise * mean |k-space centre|``, module docs).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        matrix: image matrix (the field of view is 230 mm).
+        n_samples: readout samples per spiral interleaf.
+        sequence: the MRF sequence (default: ``fisp_mrf_jiang2015()`` truncated to ``n_frames``).
+        slices: explicit template slices (must belong to ``split``) instead of ``n_slices``.
+        augment: apply the subject's geometric augmentation.
+        device: where EPG and NUFFT run.
+
+    Returns:
+        the subject folder.
+    """
+    from mrf_monai.io.subjects import write_reference
+
+    if not label.isalnum():
+        raise ValueError(f"subject label {label!r} must be alphanumeric (data contract, section 1)")
+    seq = sequence if sequence is not None else fisp_mrf_jiang2015(1000).truncate(n_frames)
+    if seq.n_frames != n_frames:
+        seq = seq.truncate(n_frames)
+    z_list = (
+        np.asarray(slices, dtype=np.int64) if slices is not None else choose_slices(seed, split, n_slices)
+    )
+    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix, n_samples)
+    maps_c = None if n_coils == 1 else simulate_coil_maps(n_coils, (matrix, matrix), device=device)
+    params = sample_subject_parameters(seed, split, augment)
+    rng = subject_generator(seed, split, 3)
+
+    kspace = np.empty((len(z_list), n_coils, n_frames, n_samples), dtype=np.complex64)
+    t1m, t2m, pdm, maskm, sigmas = [], [], [], [], []
+    for s, z in enumerate(z_list):
+        maps = sample_subject_maps(seed, int(z), matrix, split, augment, parameters=params)
+        x = simulate_time_series(maps["t1_s"], maps["t2_s"], maps["pd"], seq, device)
+        k = simulate_kspace(x, traj, maps_c)
+        sigma = noise_sigma(x, maps_c, noise)
+        if sigma > 0:
+            n = rng.standard_normal((2, *k.shape), dtype=np.float32) * np.float32(sigma / math.sqrt(2.0))
+            k = k + torch.from_numpy(n[0] + 1j * n[1])
+        kspace[s] = k.numpy()
+        sigmas.append(sigma)
+        t1m.append(maps["t1_s"])
+        t2m.append(maps["t2_s"])
+        pdm.append(np.abs(maps["pd"]).astype(np.float32))
+        maskm.append(maps["mask"].astype(np.uint8))
+        del x, k
+
+    positions = np.stack([slice_position_mm(int(z), matrix) for z in z_list])
+    raw = RawSubject(
+        kspace=kspace,
+        traj=np.broadcast_to(traj, (len(z_list), *traj.shape)).copy(),
+        interleaf=np.broadcast_to(interleaf, (len(z_list), n_frames)).copy(),
+        sequence=seq,
+        matrix=(matrix, matrix),
+        fov_mm=(FOV_MM, FOV_MM, SLICE_THICKNESS_MM),
+        position_mm=positions,
+        larmor_hz=GYROMAGNETIC_HZ_PER_T * FIELD_STRENGTH_T,
+    )
+    subject_dir = Path(out_dir) / f"sub-{label}"
+    subject_dir.mkdir(parents=True, exist_ok=True)
+    write_raw(subject_dir / "raw.h5", raw)
+    write_reference(
+        subject_dir,
+        label,
+        np.stack(t1m, axis=-1),
+        np.stack(t2m, axis=-1),
+        np.stack(pdm, axis=-1),
+        np.stack(maskm, axis=-1),
+        raw.affine(),  # the geometry inference writes its maps with
+    )
+    card = {
+        "software": f"mrf_monai {__version__}",
+        "python": platform.python_version(),
+        "label": label,
+        "seed": int(seed),
+        "split": split,
+        "template_slices": [int(z) for z in z_list],
+        "template": "MNI152 ICBM 2009a nonlinear symmetric, 1 mm (nilearn)",
+        "field_strength_T": FIELD_STRENGTH_T,
+        "sequence": seq.to_dict(),
+        "n_frames": n_frames,
+        "n_coils": n_coils,
+        "coil_model": None if n_coils == 1 else "simulate_coil_maps (Biot-Savart wires, sum |S|^2 = 1)",
+        "matrix": [matrix, matrix],
+        "fov_mm": [FOV_MM, FOV_MM, SLICE_THICKNESS_MM],
+        "n_samples": n_samples,
+        "trajectory": "mrf_spiral_trajectory (variable-density spiral, golden-angle rotation per frame)",
+        "noise": {
+            "relative": float(noise),
+            "definition": "complex Gaussian, E|n|^2 = sigma^2, sigma = relative * mean over coils and "
+            "frames of |k-space centre| = |sum_ij S_c m_t[i, j]|",
+            "sigma_per_slice": sigmas,
+        },
+        "signal_model": "EPG FISP at each voxel's continuous (T1, T2), times complex PD; full frames "
+        "through the NUFFT (no subspace)",
+        "partial_volume": "fast-exchange mixing of relaxation rates, PD-weighted",
+        "augment": bool(augment),
+        "augmentation": _jsonable(params.augmentation) if augment else None,
+        "head_layers": _jsonable(params.layers),
+        "lesion_type": params.lesion_type,
+        "lesions": _jsonable(params.lesions),
+        "tissues": _jsonable(params.tissues),
+    }
+    with atomic_write(subject_dir / "sim.json") as tmp:
+        tmp.write_text(json.dumps(card, indent=2))
+    return subject_dir
