@@ -1,0 +1,301 @@
+# Copyright (c) mrf_monai developers.
+# Licensed under the Apache License, Version 2.0.
+"""Conditional noise-prediction U-Net and noise schedule of MRF-IDDPM.
+
+The network is MONAI's :class:`~monai.networks.nets.DiffusionModelUNet` (2D) that sees the noisy
+compressed TSMI ``x_t`` (``2R`` real channels) concatenated with the aliased gridding image
+``cond`` (``2R`` channels, second), i.e. ``in_channels = 4R``. It predicts the noise ``eps``
+(``2R`` channels) and, with learned variances (improved DDPM, Nichol & Dhariwal 2021), a second
+block ``v`` of ``2R`` channels that interpolates the log-variance of the reverse step between
+``log beta_t`` (``v = 1``) and ``log beta_tilde_t`` (``v = -1``)::
+
+    log sigma_t^2 = (v + 1) / 2 * log beta_t + (1 - v) / 2 * log beta_tilde_t
+
+(see :func:`mrf_monai.diffusion.losses.model_log_variance`; ``v`` is the raw network output,
+nominally in ``[-1, 1]`` and not clamped, as in improved DDPM). Note that MONAI's
+``DDPMScheduler(variance_type="learned_range")`` interpolates variances, not log-variances,
+so samplers should use :func:`~mrf_monai.diffusion.losses.model_log_variance`.
+
+Checkpoints written by :mod:`mrf_monai.diffusion.training` store the keyword arguments of
+:func:`build_model` and :func:`build_scheduler`, so :func:`load_checkpoint_model` rebuilds the
+network without any configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "build_model",
+    "build_scheduler",
+    "build_ddim_scheduler",
+    "model_hyper_parameters",
+    "predict_eps_and_var",
+    "load_checkpoint",
+    "load_checkpoint_model",
+    "scheduler_from_checkpoint",
+    "unwrap_model",
+]
+
+#: tag stored in every checkpoint written by this package.
+CHECKPOINT_FORMAT = "mrf_monai.diffusion/1"
+
+
+def build_model(
+    rank: int = 5,
+    learn_sigma: bool = True,
+    channels: Sequence[int] = (64, 128, 128),
+    attention_levels: Sequence[bool] = (False, False, True),
+    num_res_blocks: int | Sequence[int] = 2,
+    num_head_channels: int | Sequence[int] = 32,
+    dropout: float = 0.0,
+    norm_num_groups: int = 32,
+    resblock_updown: bool = False,
+    use_flash_attention: bool = False,
+) -> DiffusionModelUNet:
+    """Build the conditional 2D noise-prediction U-Net of MRF-IDDPM.
+
+    Args:
+        rank: subspace rank ``R``; the network works on ``2R`` real channels per image.
+        learn_sigma: predict the interpolation ``v`` of the reverse-step log-variance besides
+            ``eps`` (output ``4R`` channels ``[eps, v]``), else only ``eps`` (``2R`` channels).
+        channels: feature channels per resolution level (each divisible by ``norm_num_groups``).
+        attention_levels: self-attention at each level (same length as ``channels``).
+        num_res_blocks: residual blocks per level.
+        num_head_channels: channels per attention head.
+        dropout: dropout probability in every residual block, applied right before its last
+            convolution as in improved DDPM (MONAI's block has none; it is inserted here
+            without changing the parameter names, so state dicts are independent of it).
+        norm_num_groups: groups of the group normalisations.
+        resblock_updown: residual blocks for up/down-sampling (BigGAN style).
+        use_flash_attention: use ``scaled_dot_product_attention`` in the attention blocks.
+
+    Returns:
+        a :class:`~monai.networks.nets.DiffusionModelUNet` with ``in_channels = 4R``; call it as
+        ``model(torch.cat([x_t, cond], 1), timesteps)`` or via :func:`predict_eps_and_var`.
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    if len(channels) != len(attention_levels):
+        raise ValueError("channels and attention_levels must have the same length.")
+    data_channels = 2 * rank
+    model = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=2 * data_channels,
+        out_channels=2 * data_channels if learn_sigma else data_channels,
+        num_res_blocks=num_res_blocks if isinstance(num_res_blocks, int) else tuple(num_res_blocks),
+        channels=tuple(channels),
+        attention_levels=tuple(bool(a) for a in attention_levels),
+        norm_num_groups=norm_num_groups,
+        resblock_updown=resblock_updown,
+        num_head_channels=num_head_channels
+        if isinstance(num_head_channels, int)
+        else tuple(num_head_channels),
+        use_flash_attention=use_flash_attention,
+    )
+    if dropout > 0:
+        _insert_dropout(model, dropout)
+    return model
+
+
+def _insert_dropout(model: nn.Module, p: float) -> None:
+    """Put ``nn.Dropout(p)`` in front of the last convolution of every residual block.
+
+    ``conv2`` of a MONAI residual block is a ``Convolution`` (a sequential whose only child is
+    ``conv``); it is replaced by a sequential ``(dropout, conv)`` so the parameter names stay
+    ``...conv2.conv.weight``.
+    """
+    for block in model.modules():
+        if isinstance(block, DiffusionUNetResnetBlock):
+            conv = block.conv2.conv if hasattr(block.conv2, "conv") else block.conv2
+            block.conv2 = nn.Sequential(OrderedDict([("dropout", nn.Dropout(p)), ("conv", conv)]))
+
+
+def model_hyper_parameters(
+    rank: int = 5,
+    learn_sigma: bool = True,
+    channels: Sequence[int] = (64, 128, 128),
+    attention_levels: Sequence[bool] = (False, False, True),
+    num_res_blocks: int | Sequence[int] = 2,
+    num_head_channels: int | Sequence[int] = 32,
+    dropout: float = 0.0,
+    norm_num_groups: int = 32,
+    resblock_updown: bool = False,
+    use_flash_attention: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`build_model` as a plain, JSON-compatible dictionary."""
+    return {
+        "rank": int(rank),
+        "learn_sigma": bool(learn_sigma),
+        "channels": [int(c) for c in channels],
+        "attention_levels": [bool(a) for a in attention_levels],
+        "num_res_blocks": num_res_blocks
+        if isinstance(num_res_blocks, int)
+        else [int(n) for n in num_res_blocks],
+        "num_head_channels": (
+            num_head_channels if isinstance(num_head_channels, int) else [int(n) for n in num_head_channels]
+        ),
+        "dropout": float(dropout),
+        "norm_num_groups": int(norm_num_groups),
+        "resblock_updown": bool(resblock_updown),
+        "use_flash_attention": bool(use_flash_attention),
+    }
+
+
+def build_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    schedule: str = "linear_beta",
+    clip_sample: bool = False,
+) -> DDPMScheduler:
+    """The forward-process noise schedule (MONAI :class:`~monai.networks.schedulers.DDPMScheduler`).
+
+    MONAI's ``"linear_beta"`` is ``linspace(beta_start, beta_end, T)``, i.e. the DDPM/improved-DDPM
+    linear schedule for ``T = 1000`` (improved DDPM rescales the end points by ``1000 / T`` for
+    other ``T``; here they are taken as given). ``"scaled_linear_beta"``, ``"sigmoid_beta"``
+    and ``"cosine"`` are MONAI's other schedules (``cosine`` ignores the beta end points).
+
+    ``clip_sample`` is off by default: the data are divided by the 99th percentile of the
+    condition magnitude, not mapped to ``[-1, 1]``, so clipping ``x_0`` would bias bright voxels.
+    """
+    kwargs: dict[str, Any] = {}
+    if schedule != "cosine":
+        kwargs = {"beta_start": float(beta_start), "beta_end": float(beta_end)}
+    return DDPMScheduler(
+        num_train_timesteps=int(num_train_timesteps),
+        schedule=schedule,
+        variance_type="fixed_small",
+        clip_sample=clip_sample,
+        prediction_type="epsilon",
+        **kwargs,
+    )
+
+
+def build_ddim_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    schedule: str = "linear_beta",
+    clip_sample: bool = False,
+) -> DDIMScheduler:
+    """A MONAI :class:`~monai.networks.schedulers.DDIMScheduler` on the same noise schedule as
+    :func:`build_scheduler` (same arguments)."""
+    kwargs: dict[str, Any] = {}
+    if schedule != "cosine":
+        kwargs = {"beta_start": float(beta_start), "beta_end": float(beta_end)}
+    return DDIMScheduler(
+        num_train_timesteps=int(num_train_timesteps),
+        schedule=schedule,
+        clip_sample=clip_sample,
+        set_alpha_to_one=True,
+        prediction_type="epsilon",
+        **kwargs,
+    )
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        else:
+            return model
+
+
+def predict_eps_and_var(
+    model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the conditional network and split its output.
+
+    Args:
+        model: network from :func:`build_model` (possibly wrapped in DDP).
+        x_t: noisy images ``(B, 2R, H, W)``.
+        t: timesteps, an ``int``, a scalar tensor or a ``(B,)`` tensor.
+        cond: condition ``(B, 2R, H, W)`` (aliased gridding image, same normalisation).
+
+    Returns:
+        ``(eps, v)``: predicted noise ``(B, 2R, H, W)`` and the variance interpolation ``v``
+        ``(B, 2R, H, W)`` for a learned-variance network, else ``None``.
+    """
+    if x_t.shape != cond.shape:
+        raise ValueError(f"x_t {tuple(x_t.shape)} and cond {tuple(cond.shape)} must have the same shape.")
+    batch = x_t.shape[0]
+    t = torch.as_tensor(t, device=x_t.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    t = t.to(device=x_t.device, dtype=torch.long)
+    out = model(torch.cat([x_t, cond.to(dtype=x_t.dtype)], dim=1), timesteps=t)
+    c = x_t.shape[1]
+    if out.shape[1] == 2 * c:
+        return out[:, :c], out[:, c:]
+    if out.shape[1] == c:
+        return out, None
+    raise ValueError(f"network returned {out.shape[1]} channels for {c} data channels.")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :mod:`mrf_monai.diffusion.training` (a plain dictionary).
+
+    Keys: ``"format"``, ``"hyper_parameters"`` (``{"model": build_model kwargs, "scheduler":
+    build_scheduler kwargs, ...}``), ``"state_dict"`` (the weights to use, EMA when available),
+    and in training checkpoints also ``"model"``, ``"ema"``, ``"optimizer"``, ``"step"``, ``"rng"``.
+    """
+    ckpt = torch.load(os.fspath(path), map_location=map_location, weights_only=False)
+    if not isinstance(ckpt, Mapping) or "hyper_parameters" not in ckpt:
+        raise ValueError(f"{path} is not an mrf_monai diffusion checkpoint (no 'hyper_parameters').")
+    return dict(ckpt)
+
+
+def load_checkpoint_model(
+    path: str | os.PathLike | Mapping[str, Any],
+    map_location: str | torch.device = "cpu",
+    weights: str = "auto",
+    strict: bool = True,
+) -> DiffusionModelUNet:
+    """Rebuild the network from the hyper-parameters stored in a checkpoint and load its weights.
+
+    Args:
+        path: checkpoint file (or an already loaded checkpoint dictionary).
+        map_location: device of the returned network.
+        weights: ``"auto"`` (``state_dict``, i.e. EMA weights when stored, else ``ema``, else
+            ``model``), ``"ema"`` or ``"model"`` (the raw, non-averaged training weights).
+        strict: passed to ``load_state_dict``.
+
+    Returns:
+        the network in eval mode on ``map_location``.
+    """
+    ckpt = dict(path) if isinstance(path, Mapping) else load_checkpoint(path, map_location="cpu")
+    hparams = dict(ckpt["hyper_parameters"]["model"])
+    model = build_model(**hparams)
+    if weights == "auto":
+        order = ("state_dict", "ema", "model")
+    elif weights in ("ema", "model"):
+        order = (weights,)
+    else:
+        raise ValueError(f"weights must be 'auto', 'ema' or 'model', got {weights!r}.")
+    state = next((ckpt[k] for k in order if ckpt.get(k) is not None), None)
+    if state is None:
+        raise KeyError(f"checkpoint has none of the weights {order}.")
+    model.load_state_dict(state, strict=strict)
+    return model.to(map_location).eval()
+
+
+def scheduler_from_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> DDPMScheduler:
+    """The training noise schedule stored in a checkpoint (:func:`build_scheduler` kwargs)."""
+    ckpt = dict(path) if isinstance(path, Mapping) else load_checkpoint(path)
+    return build_scheduler(**ckpt["hyper_parameters"].get("scheduler", {}))

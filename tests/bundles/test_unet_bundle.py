@@ -1,0 +1,99 @@
+"""``bundles/unet_baseline`` through ``monai.bundle``: tiny training, then inference (CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+
+from mrf_monai.baselines.unet import load_unet_checkpoint
+
+CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "unet_baseline" / "configs"
+META = str(CONFIGS / "metadata.json")
+TINY = [str(CONFIGS / "train.json"), str(CONFIGS / "train_tiny.json")]
+LOGGING = str(CONFIGS / "logging.conf")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("unet_bundle")
+    n = torch.get_num_threads()
+    try:
+        run(
+            "training",
+            meta_file=META,
+            config_file=TINY,
+            logging_file=LOGGING,
+            output_dir=str(out / "run"),
+            cache_dir=str(out / "cache"),
+        )
+    finally:
+        torch.set_num_threads(n)
+    return out
+
+
+def test_metadata_has_the_model_zoo_fields():
+    meta = json.loads(Path(META).read_text())
+    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "task", "description", "authors", "copyright",
+                "network_data_format"):
+        assert key in meta, key
+    fmt = meta["network_data_format"]
+    assert fmt["inputs"]["image"]["num_channels"] == fmt["outputs"]["pred"]["num_channels"] == 10
+
+
+def test_default_config_parses_and_builds_the_network():
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "train.json"))
+    parser.read_meta(META)
+    net = parser.get_parsed_content("network_def")
+    assert net.rank == 5 and net.divisor == 8
+    assert parser.get_parsed_content("patch_size") == [64, 64]
+    assert parser["trainer"]["loss"] == "@loss" and parser.get_parsed_content("loss") == "l1"
+    x = torch.zeros(1, 10, 64, 64)
+    assert net(x).shape == x.shape
+
+
+@pytest.mark.slow
+def test_tiny_training_then_inference_end_to_end(tiny_run, tmp_path):
+    from mrf_monai.io.dictionary import cached_dictionary, save_dictionary
+    from mrf_monai.physics.sequence import fisp_mrf_jiang2015
+    from mrf_monai.simulation.subjects import simulate_subject
+
+    ckpts = tiny_run / "run" / "checkpoints"
+    assert (ckpts / "checkpoint_00000002.pt").is_file() and (ckpts / "checkpoint_00000004.pt").is_file()
+    model, ckpt = load_unet_checkpoint(tiny_run / "run" / "model.pt")
+    hp = ckpt["hyper_parameters"]
+    seq = fisp_mrf_jiang2015(20)
+    assert hp["model"]["channels"] == [8, 16] and hp["rank"] == 2
+    assert hp["data"]["sequence_key"] == seq.key() and tuple(hp["data"]["basis"].shape) == (20, 2)
+    assert hp["data"]["patch_size"] == [16, 16] and hp["training"]["loss"] == "l1"
+    history = torch.load(ckpts / "checkpoint_00000004.pt", weights_only=False)["history"]
+    assert len(history) == 2 and {"t1_mape", "t2_mape", "nrmse"} <= set(history[0])
+
+    # inference on a simulated test subject, through mrf_monai.pipeline.reconstruct_dataset
+    data = tmp_path / "data"
+    simulate_subject(data, "01", seed=3, n_slices=1, n_frames=20, matrix=32, n_samples=64, split="test")
+    dictionary = cached_dictionary(seq, cache_dir=tiny_run / "cache", rank=2, step=0.3)  # the training one
+    dict_path = save_dictionary(dictionary, tmp_path / "dictionary.h5")
+    out = tmp_path / "out"
+    run(
+        "inference",
+        meta_file=META,
+        config_file=str(CONFIGS / "inference.json"),
+        logging_file=LOGGING,
+        dataset_dir=str(data),
+        output_dir=str(out),
+        model_path=str(tiny_run / "run" / "model.pt"),
+        dictionary_path=str(dict_path),
+        device="cpu",
+        progress=False,
+    )
+    subject = out / "sub-01"
+    for name in ("T1map", "T2map", "PDmap", "desc-compressed_TSMI"):
+        assert (subject / f"sub-01_{name}.nii.gz").is_file(), name
+    timing = json.loads((subject / "timing.json").read_text())
+    assert timing["method"] == "unet" and timing["n_slices"] == 1
