@@ -1,0 +1,173 @@
+"""Evaluate one or more methods' outputs against a reference dataset and tabulate them.
+
+``metrics.csv`` holds one row per (method, subject) with every metric of
+:func:`mrf_monai.evaluation.metrics.evaluate_subject`; ``summary.md`` holds one Markdown
+table with one row per method: mean +- standard deviation (ddof 1, over subjects) of the
+headline metrics, plus the run time per slice where the outputs have ``timing.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .metrics import evaluate_subject
+
+__all__ = ["SUMMARY_COLUMNS", "collect_metrics", "summary_table", "write_metrics_csv", "write_report"]
+
+#: Summary columns: metric key -> heading (the paper's table first).
+SUMMARY_COLUMNS = {
+    "T1_MAPE": "T1 MAPE %",
+    "T2_MAPE": "T2 MAPE %",
+    "T1_RMSE_ms": "T1 RMSE ms",
+    "T2_RMSE_ms": "T2 RMSE ms",
+    "TSMI_NRMSE": "TSMI NRMSE",
+    "TSMI_SSIM": "TSMI SSIM",
+    "T1_SSIM": "T1 SSIM",
+    "T2_SSIM": "T2 SSIM",
+    "T1_PSNR": "T1 PSNR dB",
+    "T2_PSNR": "T2 PSNR dB",
+    "seconds_per_slice": "s / slice",
+}
+
+
+def _method_name(pred_dir: Path) -> str:
+    """The method recorded in the first ``timing.json`` found, else the folder's name."""
+    for timing in sorted(pred_dir.glob("sub-*/timing.json")):
+        try:
+            name = json.loads(timing.read_text()).get("method")
+        except (OSError, ValueError):
+            continue
+        if name:
+            return str(name)
+    return pred_dir.name
+
+
+def collect_metrics(
+    pred_dirs: Sequence[str | os.PathLike],
+    ref: str | os.PathLike | Sequence[str | os.PathLike],
+    methods: Sequence[str] | None = None,
+    dictionary: Any = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Evaluate every reference subject in every prediction folder.
+
+    Args:
+        pred_dirs: output folders of ``mrf-monai reconstruct`` (one per method).
+        ref: the reference dataset folder (or subject folders) with ``ref/`` maps.
+        methods: one name per prediction folder (default: from ``timing.json`` or the
+            folder name).
+        dictionary: passed to :func:`evaluate_subject` (TSMI metrics).
+        log: called with one line per failure.
+
+    Returns:
+        ``rows`` (``{"method", "subject", metric: value, ...}``) and ``failures``
+        (``"<method>: sub-<label>: <reason>"``; a missing prediction is a failure).
+    """
+    from ..io.subjects import find_subjects, subject_label
+
+    pred_paths = [Path(p) for p in pred_dirs]
+    if methods is not None and len(methods) != len(pred_paths):
+        raise ValueError(
+            f"give one method name per --pred folder: {len(methods)} names for {len(pred_paths)} folders"
+        )
+    for p in pred_paths:
+        if not p.is_dir():
+            raise ValueError(f"prediction folder {p} does not exist")
+    names = list(methods) if methods is not None else [_method_name(p) for p in pred_paths]
+    if len(set(names)) < len(names):  # the same method twice: tell them apart by folder
+        names = [f"{n} ({p.name})" for n, p in zip(names, pred_paths)]
+    refs = [ref] if isinstance(ref, str | os.PathLike) else list(ref)
+    subjects = find_subjects(refs)
+    if not subjects:
+        raise ValueError(f"no subjects found in {', '.join(str(r) for r in refs)}")
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for name, pred in zip(names, pred_paths):
+        for subject in subjects:
+            label = subject_label(subject)
+            pred_subject = pred / f"sub-{label}"
+            try:
+                if not pred_subject.is_dir():
+                    raise FileNotFoundError(f"no prediction ({pred_subject} is missing)")
+                metrics = evaluate_subject(pred_subject, subject, dictionary=dictionary)
+            except Exception as err:  # report and go on with the other subjects
+                failures.append(f"{name}: sub-{label}: {err}")
+                if log is not None:
+                    log(failures[-1])
+                continue
+            rows.append({"method": name, "subject": f"sub-{label}", **metrics})
+    return rows, failures
+
+
+def write_metrics_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """One CSV row per (method, subject); columns are the union of the rows' keys."""
+    from ..io.atomic import atomic_write_path
+
+    columns = ["method", "subject"]
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    path = Path(path)
+    with atomic_write_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return path
+
+
+def _mean_std(values: list[float]) -> str:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
+    if v.size == 0:
+        return "-"
+    digits = 3 if np.abs(v).max() < 10 else 2
+    if v.size == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table: one row per method, mean ± std over its subjects."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cols = [k for k in SUMMARY_COLUMNS if any(k in r for r in rows)]
+    lines = [
+        "| method | subjects | " + " | ".join(SUMMARY_COLUMNS[c] for c in cols) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in cols) + " |",
+    ]
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        cells = [_mean_std([r.get(c) for r in mine if c in r]) for c in cols]
+        lines.append(f"| {m} | {len(mine)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, failures: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """Write ``metrics.csv`` and ``summary.md`` into ``out_dir``; returns their paths."""
+    from ..io.atomic import atomic_write_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = write_metrics_csv(rows, out / "metrics.csv")
+    text = [
+        "# Evaluation summary",
+        "",
+        "Mean ± standard deviation over subjects; metrics inside the reference mask "
+        "(definitions: `mrf_monai.evaluation.metrics`).",
+        "",
+        summary_table(rows) if rows else "No subject could be evaluated.\n",
+    ]
+    if failures:
+        text += ["## Not evaluated", ""] + [f"- {f}" for f in failures] + [""]
+    md_path = out / "summary.md"
+    with atomic_write_path(md_path) as tmp:
+        tmp.write_text("\n".join(text))
+    return csv_path, md_path
