@@ -89,7 +89,8 @@ def map_comparison_figure(
         if std:
             col = n_cols - 1
             std_ms = np.asarray(std[quantity]) * 1000.0 * mask
-            _show(axes[row_map, col], std_ms, ERROR_WINDOWS_MS[quantity], "magma", f"{std_method} std {quantity}", fig)
+            window = ERROR_WINDOWS_MS[quantity]
+            _show(axes[row_map, col], std_ms, window, "magma", f"{std_method} std {quantity}", fig)
             axes[row_err, col].axis("off")
     if title:
         fig.suptitle(title)
