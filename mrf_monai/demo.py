@@ -73,7 +73,7 @@ def _figure(out: Path, data_dir: Path, maps_dirs: dict[str, Path], label: str) -
     reference = {"T1": np.asarray(ref["t1_s"])[..., 0], "T2": np.asarray(ref["t2_s"])[..., 0]}
     methods, std = {}, None
     for name, folder in maps_dirs.items():
-        pred = read_prediction(folder, label)
+        pred = read_prediction(folder / f"sub-{label}", label)
         methods[name] = {"T1": pred["t1_s"][..., 0], "T2": pred["t2_s"][..., 0]}
         if "t1_std_s" in pred and "t2_std_s" in pred:
             std = {"T1": pred["t1_std_s"][..., 0], "T2": pred["t2_std_s"][..., 0]}
