@@ -53,7 +53,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 
 from mrf_monai.diffusion.model import predict_eps_and_var
-from mrf_monai.diffusion.sampling import ReverseProcess, alphas_cumprod_from
+from mrf_monai.diffusion.sampling import ReverseProcess, X0Transform, alphas_cumprod_from
 
 __all__ = ["SlidingWindowDiffusionSampler", "derive_seed"]
 
@@ -151,7 +151,12 @@ class SlidingWindowDiffusionSampler:
 
     @torch.no_grad()
     def sample_slice(
-        self, model: nn.Module, cond: torch.Tensor, n_samples: int = 10, seed: int = 0
+        self,
+        model: nn.Module,
+        cond: torch.Tensor,
+        n_samples: int = 10,
+        seed: int = 0,
+        x0_transform: X0Transform | None = None,
     ) -> torch.Tensor:
         """Draw ``n_samples`` restored images of one slice.
 
@@ -161,6 +166,9 @@ class SlidingWindowDiffusionSampler:
                 network's device).
             n_samples: number of samples ``K``.
             seed: base seed; sample ``k`` uses ``(seed, k)``.
+            x0_transform: correction of the whole-slice ``x0_hat`` ``(B, 2R, Nx, Ny)`` at every
+                step (k-space data consistency); whole-slice mode only, because it acts on the
+                whole field of view.
 
         Returns:
             samples ``(K, 2R, Nx, Ny)`` float32 on the network's device.
@@ -171,6 +179,8 @@ class SlidingWindowDiffusionSampler:
             raise ValueError(f"cond must be (1, 2R, Nx, Ny) or (2R, Nx, Ny), got {tuple(cond.shape)}.")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        if x0_transform is not None and self.mode != "whole":
+            raise ValueError("an x0_transform (data consistency) acts on the whole slice: use mode='whole'.")
         device = _model_device(model)
         cond = cond.to(device=device, dtype=torch.float32)
         chunk = self.sample_batch_size or n_samples
@@ -184,7 +194,7 @@ class SlidingWindowDiffusionSampler:
             for start in range(0, n_samples, chunk):
                 ks = list(range(start, min(start + chunk, n_samples)))
                 if self.mode == "whole":
-                    out = self._sample_whole(model, cond, ks, seed)
+                    out = self._sample_whole(model, cond, ks, seed, x0_transform)
                 elif self.blend_every_step:
                     out = self._sample_blend_every_step(model, cond, ks, seed)
                 else:
@@ -267,7 +277,12 @@ class SlidingWindowDiffusionSampler:
         return x
 
     def _sample_whole(
-        self, model: nn.Module, cond: torch.Tensor, ks: Sequence[int], seed: int
+        self,
+        model: nn.Module,
+        cond: torch.Tensor,
+        ks: Sequence[int],
+        seed: int,
+        x0_transform: X0Transform | None = None,
     ) -> torch.Tensor:
         nx, ny = cond.shape[-2:]
         m = self.pad_multiple
@@ -280,8 +295,22 @@ class SlidingWindowDiffusionSampler:
         def noise_fn(shape: Sequence[int]) -> torch.Tensor:
             return torch.stack([torch.randn(tuple(shape[1:]), generator=g) for g in gens]).to(cond.device)
 
+        crop = (..., slice(pad[2], pad[2] + nx), slice(pad[0], pad[0] + ny))
+        transform = None
+        if x0_transform is not None:
+
+            def transform(x0: torch.Tensor, i: int) -> torch.Tensor:
+                x0 = x0.clone()
+                x0[crop] = x0_transform(x0[crop], i)
+                return x0
+
         out = self.process.run(
-            model, condp.expand(len(ks), -1, -1, -1), x_T, noise_fn, progress=self.progress
+            model,
+            condp.expand(len(ks), -1, -1, -1),
+            x_T,
+            noise_fn,
+            progress=self.progress,
+            x0_transform=transform,
         )
         return out[..., pad[2] : pad[2] + nx, pad[0] : pad[0] + ny]
 

@@ -291,6 +291,8 @@ def load_checkpoint_model(
     state = next((ckpt[k] for k in order if ckpt.get(k) is not None), None)
     if state is None:
         raise KeyError(f"checkpoint has none of the weights {order}.")
+    if "shadow" in state:  # a training checkpoint stores the EMA object's own state
+        state = state["shadow"]
     model.load_state_dict(state, strict=strict)
     return model.to(map_location).eval()
 

@@ -32,6 +32,7 @@ import torch
 
 from mrf_monai.diffusion.inferer import SlidingWindowDiffusionSampler, derive_seed
 from mrf_monai.diffusion.model import load_checkpoint, load_checkpoint_model, scheduler_from_checkpoint
+from mrf_monai.diffusion.scaling import channel_scale_from_hyper_parameters
 from mrf_monai.transforms.complex import channels_to_complex, complex_to_channels
 from mrf_monai.transforms.intensity import condition_scale
 
@@ -111,6 +112,12 @@ class IDDPMReconstructor:
         subspace_tolerance: largest accepted ``1 - sigma_min(B_dict^H B_model)``.
         num_threads: ``torch.set_num_threads`` for this process (``None``: unchanged).
         progress: ``tqdm`` bars over samples.
+        dc_steps: k-space data-consistency gradient steps applied to ``x0_hat`` at every reverse
+            step (0 = the paper's unconstrained sampling). Each step is
+            ``x0 <- x0 - mu (A^H D A x0 - A^H D y)`` with the slice's density-compensated
+            Toeplitz normal operator (the LRTV data term), ``mu = 1 / ||A^H D A||``; it keeps the
+            sample consistent with the measured spiral k-space, in the spirit of MRF-DiPh's
+            proximal steps. Needs ``mode="whole"``.
     """
 
     def __init__(
@@ -137,7 +144,14 @@ class IDDPMReconstructor:
         subspace_tolerance: float = 1e-3,
         num_threads: int | None = None,
         progress: bool = True,
+        dc_steps: int = 0,
     ) -> None:
+        if dc_steps < 0:
+            raise ValueError(f"dc_steps must be >= 0, got {dc_steps}.")
+        if dc_steps and mode != "whole":
+            raise ValueError("data consistency (dc_steps > 0) acts on the whole slice: use mode='whole'.")
+        self.dc_steps = int(dc_steps)
+        self._dc_problem: Any = None
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
         if num_threads:
@@ -251,23 +265,58 @@ class IDDPMReconstructor:
         """The aliased gridding image ``(R, Nx, Ny)`` complex of one slice in ``basis`` (SVD-MRF)."""
         return torch.as_tensor(self.gridder(raw, slice_index, SimpleNamespace(basis=basis))["tsmi"])
 
-    def sample(self, cond: torch.Tensor, seed: int) -> torch.Tensor:
-        """``K`` restored TSMIs ``(K, R, Nx, Ny)`` complex64 (CPU) of a complex condition ``(R, Nx, Ny)``."""
+    def sample(self, cond: torch.Tensor, seed: int, normal: Any = None) -> torch.Tensor:
+        """``K`` restored TSMIs ``(K, R, Nx, Ny)`` complex64 (CPU) of a complex condition ``(R, Nx, Ny)``.
+
+        ``normal``: the slice's density-compensated normal operator ``A^H D A`` (for which
+        ``cond = A^H D y``); with ``dc_steps > 0`` every ``x0_hat`` is pulled towards the data.
+        """
         scale = float(condition_scale(cond))  # raises for an empty / broken condition
         x = complex_to_channels(cond.to(torch.complex64) / scale)
+        w = channel_scale_from_hyper_parameters(self.hyper_parameters)
+        w = torch.ones(x.shape[0]) if w is None else w
+        x = x * w[:, None, None]
+        transform = None
+        if self.dc_steps and normal is not None:
+            transform = self._data_consistency(normal, cond.to(torch.complex64) / scale, w)
         if self.amp:
             dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
             with torch.autocast(self.device.type, dtype=dtype):
-                out = self.sampler.sample_slice(self.model, x, n_samples=self.n_samples, seed=seed)
+                out = self.sampler.sample_slice(self.model, x, self.n_samples, seed, transform)
         else:
-            out = self.sampler.sample_slice(self.model, x, n_samples=self.n_samples, seed=seed)
-        return channels_to_complex(out.float().cpu(), dim=1) * scale
+            out = self.sampler.sample_slice(self.model, x, self.n_samples, seed, transform)
+        return channels_to_complex(out.float().cpu() / w[:, None, None], dim=1) * scale
+
+    def _data_consistency(self, normal: Any, rhs: torch.Tensor, w: torch.Tensor) -> Any:
+        """``x0_hat`` correction: ``dc_steps`` gradient steps on ``1/2 ||D^1/2 (A x - y)||^2``."""
+        from mrf_monai.baselines.lrtv import power_iteration
+
+        lipschitz = power_iteration(normal, rhs, n_iter=15, generator=torch.Generator().manual_seed(0))
+        mu = 1.0 / (1.05 * lipschitz)
+
+        wc = w[:, None, None]
+
+        def transform(x0: torch.Tensor, i: int) -> torch.Tensor:
+            x = channels_to_complex(x0.float().cpu() / wc, dim=1)
+            for _ in range(self.dc_steps):
+                x = x - mu * (normal(x) - rhs)
+            return (complex_to_channels(x, dim=1) * wc).to(device=x0.device, dtype=x0.dtype)
+
+        return transform
 
     def __call__(self, raw: Any, slice_index: int, dictionary: Any) -> dict[str, torch.Tensor]:
         """Reconstruct one slice: ``{"tsmi": (R, Nx, Ny), "samples": (K, R, Nx, Ny)}`` complex64."""
         basis, q = self.check_compatible(raw, dictionary)
-        cond = self.condition(raw, slice_index, basis)
-        samples = self.sample(cond, derive_seed(self.seed, slice_index))
+        normal = None
+        if self.dc_steps:
+            if self._dc_problem is None:  # caches the density and Toeplitz kernels across slices
+                from mrf_monai.baselines.lrtv import LRTVReconstructor
+
+                self._dc_problem = LRTVReconstructor(preconditioned=True)
+            normal, _, cond = self._dc_problem.problem(raw, slice_index, basis)
+        else:
+            cond = self.condition(raw, slice_index, basis)
+        samples = self.sample(cond, derive_seed(self.seed, slice_index), normal)
         if q is not None:
             samples = torch.einsum("dr,kr...->kd...", q.cpu(), samples)
         return {"tsmi": samples.mean(dim=0), "samples": samples}

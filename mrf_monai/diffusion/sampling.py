@@ -65,6 +65,8 @@ __all__ = [
 SAMPLING_METHODS = ("ddim", "ddpm")
 
 NoiseFn = Callable[[Sequence[int]], torch.Tensor]
+#: ``(x0_hat, step index) -> x0_hat``: a correction of the clean-image estimate at every step.
+X0Transform = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 def alphas_cumprod_from(
@@ -193,12 +195,29 @@ class ReverseProcess:
             return False
         return self.method == "ddpm" or self.eta > 0
 
-    def predict_x0(self, x_t: torch.Tensor, i: int, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(x0_hat, eps)`` at step ``i``; with ``clip`` the clamped ``x0_hat`` and the matching eps."""
+    def predict_x0(
+        self,
+        x_t: torch.Tensor,
+        i: int,
+        eps: torch.Tensor,
+        x0_transform: X0Transform | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0_hat, eps)`` at step ``i``.
+
+        With ``clip`` the clamped ``x0_hat``; with ``x0_transform`` (e.g. k-space data
+        consistency, see :class:`mrf_monai.diffusion.reconstructor.IDDPMReconstructor`) the
+        transformed one; ``eps`` is then recomputed so that the step stays on the DDIM path.
+        """
         a_t = float(self._a_t[i])
         x0 = (x_t - math.sqrt(1.0 - a_t) * eps) / math.sqrt(a_t)
+        changed = False
         if self.clip is not None:
             x0 = x0.clamp(-self.clip, self.clip)
+            changed = True
+        if x0_transform is not None:
+            x0 = x0_transform(x0, i)
+            changed = True
+        if changed:
             eps = (x_t - math.sqrt(a_t) * x0) / math.sqrt(1.0 - a_t)
         return x0, eps
 
@@ -209,6 +228,7 @@ class ReverseProcess:
         eps: torch.Tensor,
         v: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        x0_transform: X0Transform | None = None,
     ) -> torch.Tensor:
         """Apply reverse step ``i`` (from ``timesteps[i]`` to the next visited timestep).
 
@@ -218,8 +238,9 @@ class ReverseProcess:
             eps: predicted noise, same shape as ``x_t``.
             v: learned-variance interpolation (DDPM only; ``None`` = fixed small variance).
             noise: standard normal noise like ``x_t``; required when :meth:`needs_noise`.
+            x0_transform: applied to ``x0_hat`` before the step (see :meth:`predict_x0`).
         """
-        x0, eps = self.predict_x0(x_t, i, eps)
+        x0, eps = self.predict_x0(x_t, i, eps, x0_transform)
         a_s = float(self._a_s[i])
         if self.method == "ddim":
             sigma = float(self._ddim_sigma[i])
@@ -245,6 +266,7 @@ class ReverseProcess:
         x_T: torch.Tensor,
         noise_fn: NoiseFn | None = None,
         progress: bool = False,
+        x0_transform: X0Transform | None = None,
     ) -> torch.Tensor:
         """Run all steps from ``x_T`` with the conditional network (via ``predict_eps_and_var``).
 
@@ -254,6 +276,7 @@ class ReverseProcess:
             x_T: initial noise ``(B, 2R, H, W)``.
             noise_fn: draws the per-step noise; required for stochastic processes.
             progress: show a ``tqdm`` bar over the steps.
+            x0_transform: applied to ``x0_hat`` at every step (see :meth:`predict_x0`).
         """
         x = x_T
         steps = range(len(self))
@@ -271,7 +294,7 @@ class ReverseProcess:
                 if noise_fn is None:
                     raise ValueError("a stochastic reverse process needs a noise_fn.")
                 noise = noise_fn(x.shape)
-            x = self.step(x, i, eps, v, noise)
+            x = self.step(x, i, eps, v, noise, x0_transform)
         return x
 
 
@@ -297,6 +320,7 @@ def sample(
     x_T: torch.Tensor | None = None,
     noise_fn: NoiseFn | None = None,
     progress: bool = False,
+    x0_transform: X0Transform | None = None,
 ) -> torch.Tensor:
     """Draw one restored compressed TSMI per condition with DDIM or DDPM.
 
@@ -316,6 +340,7 @@ def sample(
         x_T: initial noise; drawn from ``generator`` when ``None``.
         noise_fn: draws step noise; defaults to ``generator``.
         progress: ``tqdm`` bar over the steps.
+        x0_transform: correction of ``x0_hat`` at every step (see :meth:`ReverseProcess.predict_x0`).
 
     Returns:
         the samples ``(B, 2R, H, W)`` (same dtype and device as ``cond``).
@@ -329,4 +354,5 @@ def sample(
     elif x_T.shape != cond.shape:
         raise ValueError(f"x_T shape {tuple(x_T.shape)} != cond shape {tuple(cond.shape)}.")
     x_T = x_T.to(device=cond.device, dtype=cond.dtype)
-    return process.run(model, cond, x_T, noise_fn or default_noise, progress=progress)
+    noise_fn = noise_fn or default_noise
+    return process.run(model, cond, x_T, noise_fn, progress=progress, x0_transform=x0_transform)

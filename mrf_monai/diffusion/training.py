@@ -273,6 +273,9 @@ class DiffusionTrainer:
             spent, the run ends as if ``max_steps`` were reached (validation, checkpoint,
             export); a later run with ``resume="auto"`` continues from there. All ranks stop
             at the same step.
+        channel_scale: per-channel factors ``(2R,)`` applied to reference and condition inside
+            the diffusion process (:mod:`mrf_monai.diffusion.scaling`): ``"auto"`` measures them on
+            the first 32 training items, ``None`` disables scaling. Stored in the checkpoints.
     """
 
     def __init__(
@@ -315,6 +318,7 @@ class DiffusionTrainer:
         extra_hyper_parameters: Mapping[str, Any] | None = None,
         num_threads: int | None = None,
         max_time_s: float | None = None,
+        channel_scale: Sequence[float] | str | None = "auto",
     ) -> None:
         self.max_time_s = float(max_time_s) if max_time_s else None
         if num_threads:
@@ -412,6 +416,19 @@ class DiffusionTrainer:
                 data_info["sequence"] = sequence.to_dict()
                 data_info["sequence_key"] = sequence.key()
         data_info.update(dict(extra.pop("data", None) or {}))
+        if isinstance(channel_scale, str):
+            if channel_scale != "auto":
+                raise ValueError(f"channel_scale must be 'auto', a list or None, got {channel_scale!r}")
+            from mrf_monai.diffusion.scaling import measure_channel_scale
+
+            measured = measure_channel_scale(self.train_dataset).to(self.device)
+            if self.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.broadcast(measured, src=0)  # every rank uses rank 0's factors
+            channel_scale = measured.cpu().tolist()
+        self.channel_scale = None
+        if channel_scale is not None:
+            self.channel_scale = torch.as_tensor(list(channel_scale), dtype=torch.float32)
+            data_info["channel_scale"] = [float(v) for v in self.channel_scale]
         if data_info:
             self.hyper_parameters["data"] = data_info
         self.hyper_parameters.update(extra)
@@ -522,6 +539,7 @@ class DiffusionTrainer:
         cond = convert_to_tensor(batch["cond"], track_meta=False).to(
             self.device, torch.float32, non_blocking=True
         )
+        x0, cond = self._scaled(x0), self._scaled(cond)
         gen = torch.Generator().manual_seed(step_seed(self.seed, self.rank, self.step, 3))
         t = torch.randint(0, self.scheduler.num_train_timesteps, (x0.shape[0],), generator=gen).to(
             self.device
@@ -556,6 +574,13 @@ class DiffusionTrainer:
         }
 
     # ------------------------------------------------------------------ validation
+    def _scaled(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """Apply (or undo) the per-channel scale on ``(..., 2R, H, W)``."""
+        if self.channel_scale is None:
+            return x
+        w = self.channel_scale.to(x.device, x.dtype)[:, None, None]
+        return x / w if inverse else x * w
+
     def _val_item(self) -> tuple[torch.Tensor, torch.Tensor]:
         item = self.val_dataset[self.val_index]
         ref = convert_to_tensor(item["image"], track_meta=False).float()
@@ -581,11 +606,11 @@ class DiffusionTrainer:
         ref, cond = self._val_item()
         net = self.ema.module.eval()
         gen = torch.Generator().manual_seed(step_seed(self.seed, 0, 5))
-        cond_b = cond[None].expand(self.val_num_samples, *cond.shape).to(self.device)
+        cond_b = self._scaled(cond[None].expand(self.val_num_samples, *cond.shape).to(self.device))
         samples = sample(
             net, cond_b, n_steps=self.val_ddim_steps, method="ddim", generator=gen, scheduler=self.scheduler
         )
-        est = samples.mean(0).float().cpu()
+        est = self._scaled(samples.mean(0).float(), inverse=True).cpu()
         out: dict[str, Any] = {
             "nrmse": float(
                 torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref).clamp(min=1e-12)
