@@ -379,6 +379,7 @@ class UNetTrainer:
         tensorboard: bool = True,
         extra_hyper_parameters: Mapping[str, Any] | None = None,
         num_threads: int | None = None,
+        channel_scale: Sequence[float] | str | None = "auto",
     ) -> None:
         from mrf_monai.diffusion.training import init_distributed
 
@@ -418,6 +419,18 @@ class UNetTrainer:
         self.quantile = float(quantile)
         self.progress, self.use_tensorboard = bool(progress), bool(tensorboard)
         self.is_main = self.rank == 0
+        # the same per-component scaling as MRF-IDDPM (mrf_monai.diffusion.scaling): without it the
+        # loss is dominated by component 0 and the small components, which carry T1/T2, are ignored
+        if isinstance(channel_scale, str):
+            from mrf_monai.diffusion.scaling import measure_channel_scale
+
+            measured = measure_channel_scale(train_dataset)
+            if self.world_size > 1 and torch.distributed.is_initialized():
+                torch.distributed.broadcast(measured, src=0)
+            channel_scale = measured.tolist()
+        self.channel_scale = None if channel_scale is None else torch.as_tensor(list(channel_scale)).float()
+        if self.channel_scale is not None:
+            self.data_description["channel_scale"] = [float(v) for v in self.channel_scale]
 
         self.network = build_unet(**self.model_kwargs).to(self.device)
         self.optimizer = torch.optim.Adam(
@@ -538,6 +551,7 @@ class UNetTrainer:
 
         target = convert_to_tensor(batch["image"], track_meta=False).to(self.device, torch.float32)
         cond = convert_to_tensor(batch["cond"], track_meta=False).to(self.device, torch.float32)
+        target, cond = self._scaled(target), self._scaled(cond)
         self.network.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             pred = predict_padded(self.ddp_network, cond)
@@ -555,6 +569,13 @@ class UNetTrainer:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
         }
 
+    def _scaled(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """Apply (or undo) the per-channel scale on ``(..., 2R, H, W)``."""
+        if self.channel_scale is None:
+            return x
+        w = self.channel_scale.to(x.device, x.dtype)[:, None, None]
+        return x / w if inverse else x * w
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """Whole-slice prediction of the validation item; NRMSE and (with a dictionary) MAPEs."""
@@ -566,7 +587,8 @@ class UNetTrainer:
         ref = convert_to_tensor(item["image"], track_meta=False).float()
         cond = convert_to_tensor(item["cond"], track_meta=False).float()
         self.network.eval()
-        est = predict_padded(self.network, cond[None].to(self.device))[0].float().cpu()
+        est = predict_padded(self.network, self._scaled(cond[None].to(self.device)))
+        est = self._scaled(est, inverse=True)[0].float().cpu()
         nrmse = torch.linalg.vector_norm(est - ref) / torch.linalg.vector_norm(ref).clamp(min=1e-12)
         out = {"nrmse": float(nrmse)}
         if self.dictionary is not None:
@@ -700,6 +722,8 @@ class UNetReconstructor:
         basis = data.get("basis")
         self.model_basis = None if basis is None else torch.as_tensor(basis).to(torch.complex128)
         self.quantile = float(hp.get("quantile", 0.99))
+        scale = data.get("channel_scale")
+        self.channel_scale = None if scale is None else torch.as_tensor(list(scale)).float().to(self.device)
         self.subspace_tolerance = float(subspace_tolerance)
         self.gridder = SVDMRFReconstructor(device=gridding_device)
 
@@ -753,7 +777,8 @@ class UNetReconstructor:
         cond = torch.as_tensor(cond).to(self.device, torch.complex64)
         scale = condition_scale(cond, self.quantile).to(self.device)
         x = complex_to_channels(cond / scale)[None].float()
-        y = predict_padded(self.model, x)[0].float()
+        w = 1.0 if self.channel_scale is None else self.channel_scale[:, None, None]
+        y = predict_padded(self.model, x * w)[0].float() / w
         return channels_to_complex(y) * scale
 
     def __call__(self, raw: Any, slice_index: int, dictionary: Any) -> dict[str, torch.Tensor]:
