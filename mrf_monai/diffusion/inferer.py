@@ -263,7 +263,7 @@ class SlidingWindowDiffusionSampler:
             t = int(self.process.timesteps[i])
 
             def predictor(win: torch.Tensor, t: int = t) -> torch.Tensor:
-                eps, v = predict_eps_and_var(model, win[:, :c], t, win[:, c:])
+                eps, v = predict_eps_and_var(model, win[:, :c], t, win[:, c:], self.process.alphas_cumprod)
                 return eps if v is None else torch.cat([eps, v], dim=1)
 
             out = sliding_window_inference(

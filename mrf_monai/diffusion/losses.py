@@ -200,8 +200,12 @@ class DiffusionLoss(nn.Module):
         vlb_weight: float = 0.001,
         decoder_nll: str = "gaussian",
         bin_width: float = 2.0 / 255.0,
+        prediction_type: str = "epsilon",
     ) -> None:
         super().__init__()
+        if prediction_type not in ("epsilon", "v"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'v', got {prediction_type!r}.")
+        self.prediction_type = prediction_type
         if loss_type not in ("mse", "hybrid"):
             raise ValueError(f"loss_type must be 'mse' or 'hybrid', got {loss_type!r}.")
         if decoder_nll not in ("gaussian", "discretized"):
@@ -246,6 +250,10 @@ class DiffusionLoss(nn.Module):
             v_pred: variance interpolation output (needed by ``"hybrid"``).
         """
         mse = _mean_flat((eps_pred.float() - noise.float()) ** 2)
+        if self.prediction_type == "v":
+            # eps_hat - eps = sqrt(abar_t) (v_hat - v): dividing by abar_t gives the v loss
+            abar = self.scheduler.alphas_cumprod.to(mse.device)[t.to(mse.device)].float()
+            mse = mse / abar
         vlb = torch.zeros_like(mse)
         if self.loss_type == "hybrid":
             if x_0 is None or x_t is None or v_pred is None:

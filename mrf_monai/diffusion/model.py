@@ -47,6 +47,9 @@ __all__ = [
     "unwrap_model",
 ]
 
+#: what the network's first ``2R`` output channels predict (see :func:`build_model`).
+PREDICTION_TYPES = ("epsilon", "v")
+
 #: tag stored in every checkpoint written by this package.
 CHECKPOINT_FORMAT = "mrf_monai.diffusion/1"
 
@@ -62,6 +65,7 @@ def build_model(
     norm_num_groups: int = 32,
     resblock_updown: bool = False,
     use_flash_attention: bool = False,
+    prediction_type: str = "epsilon",
 ) -> DiffusionModelUNet:
     """Build the conditional 2D noise-prediction U-Net of MRF-IDDPM.
 
@@ -79,6 +83,12 @@ def build_model(
         norm_num_groups: groups of the group normalisations.
         resblock_updown: residual blocks for up/down-sampling (BigGAN style).
         use_flash_attention: use ``scaled_dot_product_attention`` in the attention blocks.
+        prediction_type: what the first ``2R`` output channels are: ``"epsilon"`` (the noise, as
+            in the paper) or ``"v"`` (``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0``, Salimans &
+            Ho 2022), which is well conditioned at every noise level and trains in far fewer
+            steps; :func:`predict_eps_and_var` converts it to ``eps``, so samplers and losses
+            are unchanged (the loss then weights ``eps`` errors by ``1 / abar_t``, i.e. it is
+            the ``v`` loss).
 
     Returns:
         a :class:`~monai.networks.nets.DiffusionModelUNet` with ``in_channels = 4R``; call it as
@@ -107,6 +117,9 @@ def build_model(
     )
     if dropout > 0:
         _insert_dropout(model, dropout)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+    model.prediction_type = prediction_type
     return model
 
 
@@ -134,6 +147,7 @@ def model_hyper_parameters(
     norm_num_groups: int = 32,
     resblock_updown: bool = False,
     use_flash_attention: bool = False,
+    prediction_type: str = "epsilon",
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`build_model` as a plain, JSON-compatible dictionary."""
     return {
@@ -151,6 +165,7 @@ def model_hyper_parameters(
         "norm_num_groups": int(norm_num_groups),
         "resblock_updown": bool(resblock_updown),
         "use_flash_attention": bool(use_flash_attention),
+        "prediction_type": str(prediction_type),
     }
 
 
@@ -218,7 +233,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def predict_eps_and_var(
-    model: nn.Module, x_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor
+    model: nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor | int,
+    cond: torch.Tensor,
+    alphas_cumprod: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the conditional network and split its output.
 
@@ -227,6 +246,8 @@ def predict_eps_and_var(
         x_t: noisy images ``(B, 2R, H, W)``.
         t: timesteps, an ``int``, a scalar tensor or a ``(B,)`` tensor.
         cond: condition ``(B, 2R, H, W)`` (aliased gridding image, same normalisation).
+        alphas_cumprod: ``abar_t`` of the training schedule, needed to convert the output of a
+            ``prediction_type="v"`` network to ``eps`` (``None``: the default linear schedule).
 
     Returns:
         ``(eps, v)``: predicted noise ``(B, 2R, H, W)`` and the variance interpolation ``v``
@@ -241,11 +262,18 @@ def predict_eps_and_var(
     t = t.to(device=x_t.device, dtype=torch.long)
     out = model(torch.cat([x_t, cond.to(dtype=x_t.dtype)], dim=1), timesteps=t)
     c = x_t.shape[1]
-    if out.shape[1] == 2 * c:
-        return out[:, :c], out[:, c:]
-    if out.shape[1] == c:
-        return out, None
-    raise ValueError(f"network returned {out.shape[1]} channels for {c} data channels.")
+    if out.shape[1] not in (c, 2 * c):
+        raise ValueError(f"network returned {out.shape[1]} channels for {c} data channels.")
+    first, var = (out[:, :c], out[:, c:]) if out.shape[1] == 2 * c else (out, None)
+    if getattr(unwrap_model(model), "prediction_type", "epsilon") == "v":
+        abar = _default_alphas_cumprod() if alphas_cumprod is None else alphas_cumprod
+        a = abar.to(device=x_t.device, dtype=torch.float32)[t].view(-1, *([1] * (x_t.ndim - 1)))
+        first = (1.0 - a).sqrt() * x_t.float() + a.sqrt() * first.float()
+    return first, var
+
+
+def _default_alphas_cumprod() -> torch.Tensor:
+    return build_scheduler().alphas_cumprod
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

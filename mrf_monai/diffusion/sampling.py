@@ -165,6 +165,7 @@ class ReverseProcess:
         if clip is not None and clip <= 0:
             raise ValueError(f"clip must be positive or None, got {clip}.")
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu()
+        self.alphas_cumprod = abar  # the full training schedule (converts v-prediction outputs)
         self.method = method
         self.eta = float(eta)
         self.clip = None if clip is None else float(clip)
@@ -286,7 +287,7 @@ class ReverseProcess:
             steps = tqdm(steps, desc=f"{self.method} steps", leave=False)
         for i in steps:
             t = int(self.timesteps[i])
-            eps, v = predict_eps_and_var(model, x, t, cond)
+            eps, v = predict_eps_and_var(model, x, t, cond, self.alphas_cumprod)
             eps = eps.to(x.dtype)
             v = None if v is None else v.to(x.dtype)
             noise = None

@@ -367,7 +367,11 @@ class DiffusionTrainer:
             self.network = build_model(**self.model_kwargs).to(self.device)
         self.scheduler = build_scheduler(**self.scheduler_kwargs)
         self.loss_fn = DiffusionLoss(
-            self.scheduler, loss_type=loss_type, vlb_weight=vlb_weight, decoder_nll=decoder_nll
+            self.scheduler,
+            loss_type=loss_type,
+            vlb_weight=vlb_weight,
+            decoder_nll=decoder_nll,
+            prediction_type=self.model_kwargs["prediction_type"],
         )
         self.ema = ExponentialMovingAverage(self.network, decay=ema_decay, warmup=ema_warmup)
         self.optimizer = torch.optim.Adam(
@@ -553,7 +557,7 @@ class DiffusionTrainer:
             torch.manual_seed(step_seed(self.seed, self.rank, self.step, 4))
             autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
             with autocast:
-                eps, v = predict_eps_and_var(self.ddp_network, x_t, t, cond)
+                eps, v = predict_eps_and_var(self.ddp_network, x_t, t, cond, self.scheduler.alphas_cumprod)
             losses = self.loss_fn(eps.float(), noise, t, x0, x_t, None if v is None else v.float())
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(losses["loss"]).backward()

@@ -80,3 +80,35 @@ def test_whole_slice_transform_sees_the_unpadded_slice():
     patch = SlidingWindowDiffusionSampler(mode="patch", roi_size=16, n_steps=4, progress=False)
     with pytest.raises(ValueError, match="whole"):
         patch.sample_slice(ZeroEps(), torch.zeros(4, 23, 29), n_samples=1, x0_transform=oracle)
+
+
+def test_v_prediction_network_is_converted_to_eps():
+    from mrf_monai.diffusion.losses import DiffusionLoss
+    from mrf_monai.diffusion.model import build_model, build_scheduler, predict_eps_and_var
+
+    torch.manual_seed(0)
+    net = build_model(
+        rank=1,
+        learn_sigma=False,
+        channels=(8, 8),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        num_head_channels=8,
+        norm_num_groups=8,
+        prediction_type="v",
+    ).eval()
+    sch = build_scheduler()
+    x0, noise = torch.randn(3, 2, 8, 8), torch.randn(3, 2, 8, 8)
+    t = torch.tensor([0, 500, 999])
+    x_t = sch.add_noise(original_samples=x0, noise=noise, timesteps=t)
+    cond = torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        raw = net(torch.cat([x_t, cond], 1), timesteps=t)
+        eps, var = predict_eps_and_var(net, x_t, t, cond, sch.alphas_cumprod)
+    a = sch.alphas_cumprod[t].view(-1, 1, 1, 1)
+    assert var is None
+    assert torch.allclose(eps, (1 - a).sqrt() * x_t + a.sqrt() * raw, atol=1e-5)
+    # the v loss: errors in eps weighted by 1 / abar_t equal errors in v
+    v_true = a.sqrt() * noise - (1 - a).sqrt() * x0
+    loss = DiffusionLoss(sch, loss_type="mse", prediction_type="v")(eps, noise, t)["loss"]
+    assert torch.allclose(loss, ((raw - v_true) ** 2).mean(), rtol=1e-3)
