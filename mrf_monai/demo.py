@@ -102,6 +102,8 @@ def run_demo(
     methods: list[str] | None = None,
     seed: int = 9000,
     log=print,
+    reuse: bool = False,
+    iddpm_options: dict | None = None,
 ) -> int:
     """Run the demo into ``out``; returns 0 when every method ran on every subject."""
     from mrf_monai.evaluation.report import collect_metrics, write_report
@@ -117,6 +119,13 @@ def run_demo(
     status, maps_dirs = 0, {}
     for key in methods or list(DEFAULT_METHODS):
         display, options = DEFAULT_METHODS[key]
+        if key == "iddpm" and iddpm_options:
+            options = {**options, **iddpm_options}
+        done = [maps_root / key / subject.name for subject in subjects]
+        if reuse and all((folder / "timing.json").is_file() for folder in done):
+            log(f"  {display}: maps of an earlier run reused ({maps_root / key})")
+            maps_dirs[display] = maps_root / key
+            continue
         model_path = options.get("model_path")
         if model_path and not Path(model_path).is_file():
             log(f"  {display}: no shipped weights at {model_path}; skipped")
@@ -167,12 +176,27 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(DEFAULT_METHODS)}",
     )
     parser.add_argument("--seed", type=int, default=9000, help="seed of the simulated subjects")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the maps of methods an earlier run already wrote"
+    )
+    parser.add_argument(
+        "--iddpm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an MRF-IDDPM setting, e.g. --iddpm-option n_samples=10",
+    )
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(DEFAULT_METHODS))
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {list(DEFAULT_METHODS)}")
-    return run_demo(args.out, args.subjects, methods, args.seed)
+    from mrf_monai.pipeline import parse_options
+
+    iddpm_options = parse_options(args.iddpm_option)
+    return run_demo(
+        args.out, args.subjects, methods, args.seed, reuse=args.reuse, iddpm_options=iddpm_options
+    )
 
 
 if __name__ == "__main__":
