@@ -355,10 +355,9 @@ def test_subject_validation():
         )
 
 
-def test_bulk_read_of_a_full_size_slice_is_fast(tmp_path):
-    """Contract: a 1000-frame, 8-coil, 920-sample slice reads in < 2 s (best of two reads)."""
-    import time
-
+def test_bulk_read_of_a_full_size_slice(tmp_path):
+    """A full-size slice (1000 frames, 8 coils, 920 samples) round-trips exactly through the bulk
+    reader. Its speed (target < 2 s) is measured by ``benchmarks/bench_io.py``, not here."""
     rng = np.random.default_rng(0)
     seq = MRFSequence("FISP", np.full(1000, 20.0), 10.0, 2.0, 18.0)
     kspace = rng.standard_normal((1, 8, 1000, 920), dtype=np.float32).astype(np.complex64)
@@ -369,10 +368,7 @@ def test_bulk_read_of_a_full_size_slice_is_fast(tmp_path):
             kspace, traj, np.zeros((1, 1000)), seq, (230, 230), (300.0, 300.0, 5.0), [[0.0, 0.0, 0.0]]
         ),
     )
-    times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        back = read_raw(path)
-        times.append(time.perf_counter() - t0)
+    back = read_raw(path)
     assert back.kspace.shape == (1, 8, 1000, 920)
-    assert min(times) < 2.0, times
+    np.testing.assert_array_equal(back.kspace, kspace)
+    np.testing.assert_array_equal(back.traj, traj)
