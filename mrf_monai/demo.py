@@ -40,6 +40,8 @@ DEFAULT_METHODS: dict[str, tuple[str, dict]] = {
             "n_samples": 4,
             "n_steps": 20,
             "mode": "whole",
+            "dc_steps": 5,
+            "dc_lambda": 0.1,
             "progress": False,
         },
     ),

@@ -96,7 +96,8 @@ class IDDPMReconstructor:
         seed: base seed; slice ``s`` uses the seed ``(seed, s)`` and sample ``k`` ``(seed, s, k)``.
         method: ``"ddim"`` or ``"ddpm"``.
         eta: DDIM stochasticity.
-        mode: ``"patch"`` (sliding window, as trained) or ``"whole"`` (whole slice at once).
+        mode: ``"whole"`` (whole slice at once; the default of the shipped CPU model, which
+            the data-consistency step needs) or ``"patch"`` (sliding window, the paper's setting).
         roi_size: window size; ``None``: the training patch size stored in the checkpoint
             (``hyper_parameters["data"]["patch_size"]``), else 64.
         sw_batch_size: windows per network call; ``None``: 256 on CUDA (lower it on small
@@ -116,7 +117,8 @@ class IDDPMReconstructor:
             applied to ``x0_hat`` at every reverse step (0 = the paper's unconstrained sampling):
             ``x0 <- argmin_x ||D^1/2 (A x - y)||^2 + lam ||x - x0_hat||^2`` with the slice's
             density-compensated Toeplitz normal operator (the LRTV data term), in the spirit of
-            MRF-DiPh's proximal steps. Needs ``mode="whole"``.
+            MRF-DiPh's proximal steps. Needs ``mode="whole"``. The paper's sampler is
+            ``mode="patch", dc_steps=0``.
         dc_lambda: ``lam`` relative to ``||A^H D A||`` (larger: closer to the network's estimate).
     """
 
@@ -130,7 +132,7 @@ class IDDPMReconstructor:
         seed: int = 0,
         method: str = "ddim",
         eta: float = 0.0,
-        mode: str = "patch",
+        mode: str = "whole",
         roi_size: Sequence[int] | int | None = None,
         sw_batch_size: int | None = None,
         sample_batch_size: int | None = None,
@@ -144,7 +146,7 @@ class IDDPMReconstructor:
         subspace_tolerance: float = 1e-3,
         num_threads: int | None = None,
         progress: bool = True,
-        dc_steps: int = 0,
+        dc_steps: int = 5,
         dc_lambda: float = 0.1,
     ) -> None:
         if dc_steps < 0:
