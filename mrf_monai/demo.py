@@ -77,8 +77,18 @@ def _figure(out: Path, data_dir: Path, maps_dirs: dict[str, Path], label: str) -
     for name, folder in maps_dirs.items():
         pred = read_prediction(folder / f"sub-{label}", label)
         methods[name] = {"T1": pred["t1_s"][..., 0], "T2": pred["t2_s"][..., 0]}
-        if "t1_std_s" in pred and "t2_std_s" in pred:
-            std = {"T1": pred["t1_std_s"][..., 0], "T2": pred["t2_std_s"][..., 0]}
+        std_files = {q: folder / f"sub-{label}" / f"sub-{label}_desc-std_{q}map.nii.gz" for q in ("T1", "T2")}
+        if all(f.is_file() for f in std_files.values()):  # probabilistic method: std over samples
+            import nibabel as nib
+
+            std = {}
+            for q, f in std_files.items():
+                unit = json.loads(f.with_name(f.name.replace(".nii.gz", ".json")).read_text()).get(
+                    "Units", "s"
+                )
+                std[q] = np.asarray(nib.load(f).dataobj, dtype=np.float32)[..., 0] / (
+                    1000.0 if unit == "ms" else 1.0
+                )
             std_method = name
     fig = map_comparison_figure(
         out / "figure.png",
