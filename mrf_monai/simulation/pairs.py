@@ -54,22 +54,12 @@ from mrf_monai.phantoms.augment import SPLIT_CODE
 from mrf_monai.phantoms.tissues import T1_RANGE_S, T2_RANGE_S
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.physics.sequence import MRFSequence
+from mrf_monai.transforms.complex import complex_to_channels
+from mrf_monai.transforms.intensity import condition_scale  # the same scale as at inference
 
 from .subjects import DEFAULT_NOISE
 
-__all__ = ["CompressedSignalTable", "SimulatedPairDataset", "complex_to_channels", "condition_scale"]
-
-
-def complex_to_channels(c: torch.Tensor) -> torch.Tensor:
-    """``(R, H, W)`` complex -> ``(2R, H, W)`` real ``[Re c_0..Re c_{R-1}, Im c_0..Im c_{R-1}]``."""
-    return torch.cat([c.real, c.imag], dim=-3)
-
-
-def condition_scale(cond: torch.Tensor, quantile: float = 0.99) -> torch.Tensor:
-    """Per-slice intensity scale ``quantile(|cond[0]|, q)`` (``docs/interfaces.md``)."""
-    mag = cond[0].abs().reshape(-1).float()
-    s = torch.quantile(mag, quantile)
-    return torch.where(s > 0, s, torch.ones_like(s))
+__all__ = ["CompressedSignalTable", "SimulatedPairDataset"]
 
 
 class CompressedSignalTable:

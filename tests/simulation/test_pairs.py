@@ -14,7 +14,7 @@ from mrf_monai.io.ismrmrd import read_raw
 from mrf_monai.phantoms import sample_subject_maps
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.simulation import CompressedSignalTable, SimulatedPairDataset, simulate_subject
-from mrf_monai.simulation.pairs import complex_to_channels
+from mrf_monai.transforms.complex import complex_to_channels
 
 from .conftest import MATRIX, N_FRAMES, N_SAMPLES
 
