@@ -19,7 +19,7 @@ _EXPORTS = {
         "sequence_from_header",
         "build_header",
     ),
-    "subjects": ("find_subjects", "subject_label", "read_reference", "write_reference"),
+    "subjects": ("find_subjects", "subject_label", "read_reference", "write_reference", "reference_path"),
     "nifti": ("write_maps", "save_nifti", "load_nifti"),
     "dicom": ("write_dicom_series", "write_dicom_maps", "DicomSeries"),
     "dictionary": ("save_dictionary", "load_dictionary", "cached_dictionary", "default_cache_dir"),

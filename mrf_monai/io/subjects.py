@@ -3,7 +3,13 @@
 ```
 <dataset>/sub-<label>/raw.h5
 <dataset>/sub-<label>/ref/sub-<label>_{T1map,T2map,PDmap,mask}.nii.gz
+<dataset>/sub-<label>/ref/sub-<label>_desc-phase_PDmap.nii.gz   optional: PD phase, radians
 ```
+
+The contract's ``PDmap`` is a magnitude. Simulated subjects also carry the phase of their
+complex PD in ``desc-phase_PDmap`` (an extra file, which the contract allows), so that the
+exact complex reference time series can be rebuilt from ``ref/`` (training from a dataset
+folder, :class:`mrf_monai.simulation.SubjectPairDataset`).
 """
 
 from __future__ import annotations
@@ -17,10 +23,21 @@ import numpy as np
 
 from mrf_monai.io.nifti import load_nifti, save_nifti
 
-__all__ = ["find_subjects", "subject_label", "read_reference", "write_reference", "RAW_NAME", "REF_DIR"]
+__all__ = [
+    "find_subjects",
+    "subject_label",
+    "read_reference",
+    "write_reference",
+    "reference_path",
+    "RAW_NAME",
+    "REF_DIR",
+    "PD_PHASE_SUFFIX",
+]
 
 RAW_NAME = "raw.h5"
 REF_DIR = "ref"
+#: BIDS-style suffix of the optional PD phase map (radians) in ``ref/``.
+PD_PHASE_SUFFIX = "desc-phase_PDmap"
 _SUBJECT_RE = re.compile(r"^sub-([A-Za-z0-9]+)$")
 
 
@@ -86,29 +103,44 @@ def _ref_path(subject_dir: Path, label: str, suffix: str) -> Path:
     return subject_dir / REF_DIR / f"sub-{label}_{suffix}.nii.gz"
 
 
+def reference_path(subject_dir: str | os.PathLike, suffix: str) -> Path:
+    """Path of the reference map ``suffix`` (``T1map``, ``PDmap``, ``desc-phase_PDmap``, ...) of a subject."""
+    subject_dir = Path(subject_dir)
+    return _ref_path(subject_dir, subject_label(subject_dir), suffix)
+
+
 def read_reference(subject_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """Ground-truth maps of a simulated subject from ``ref/``.
 
     Returns:
         ``dict(t1_s, t2_s, pd, mask, affine)``: float32 ``(Nx, Ny, S)`` maps in seconds
-        (PD arbitrary units), a bool mask, and the 4x4 RAS+ affine.
+        (PD magnitude, arbitrary units), a bool mask, and the 4x4 RAS+ affine; plus
+        ``pd_phase_rad`` (float32, radians) when the optional ``desc-phase_PDmap`` file exists.
 
     Raises:
         FileNotFoundError: naming the missing file (only simulated subjects have ``ref/``).
-        ValueError: the maps disagree in shape or affine.
+        ValueError: a map cannot be read, or the maps disagree in shape or affine.
     """
     subject_dir = Path(subject_dir)
     label = subject_label(subject_dir)
     out: dict[str, np.ndarray] = {}
     affine = None
-    for key, suffix in (("t1_s", "T1map"), ("t2_s", "T2map"), ("pd", "PDmap"), ("mask", "mask")):
+    items = [("t1_s", "T1map"), ("t2_s", "T2map"), ("pd", "PDmap"), ("mask", "mask")]
+    if _ref_path(subject_dir, label, PD_PHASE_SUFFIX).is_file():
+        items.append(("pd_phase_rad", PD_PHASE_SUFFIX))
+    for key, suffix in items:
         path = _ref_path(subject_dir, label, suffix)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} not found: subject {subject_dir} has no reference {suffix} (only simulated subjects "
                 "have ref/ maps; evaluation against a reference needs them)"
             )
-        arr, aff = load_nifti(path)
+        try:
+            arr, aff = load_nifti(path)
+        except Exception as err:  # nibabel, gzip and zlib raise several types for damaged files
+            raise ValueError(
+                f"{path}: cannot be read as NIfTI (truncated or corrupt: {err}); re-write or re-copy it"
+            ) from err
         if arr.ndim == 2:
             arr = arr[..., None]
         if affine is None:
@@ -130,11 +162,13 @@ def write_reference(
     pd: np.ndarray,
     mask: np.ndarray,
     affine: np.ndarray,
+    pd_phase_rad: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Write the ground truth of a simulated subject into ``subject_dir/ref/`` (atomic).
 
     T1/T2 in seconds and PD (magnitude, arbitrary units) as float32, the mask as uint8;
-    arrays are ``(Nx, Ny, S)`` or ``(Nx, Ny)``.
+    arrays are ``(Nx, Ny, S)`` or ``(Nx, Ny)``. With ``pd_phase_rad`` (radians, same shape)
+    the phase of the complex PD is also written, as ``sub-<label>_desc-phase_PDmap.nii.gz``.
     """
     subject_dir = Path(subject_dir)
     if not str(label).isalnum():
@@ -146,6 +180,8 @@ def write_reference(
         ("PDmap", pd, np.float32),
         ("mask", mask, np.uint8),
     )
+    if pd_phase_rad is not None:
+        items = (*items, (PD_PHASE_SUFFIX, pd_phase_rad, np.float32))
     shape = None
     for suffix, arr, dtype in items:
         arr = np.asarray(arr.detach().cpu() if hasattr(arr, "detach") else arr)
@@ -164,6 +200,12 @@ def write_reference(
         else:
             arr = np.where(np.isfinite(arr), arr, 0.0)
         path = _ref_path(subject_dir, label, suffix)
-        save_nifti(path, arr, affine, dtype, intent_name=suffix, descrip=f"reference {suffix} (simulated)")
+        intent = "PDphase" if suffix == PD_PHASE_SUFFIX else suffix
+        descrip = (
+            "reference PD phase, rad (simulated)"
+            if suffix == PD_PHASE_SUFFIX
+            else f"reference {suffix} (simulated)"
+        )
+        save_nifti(path, arr, affine, dtype, intent_name=intent, descrip=descrip)
         written[suffix] = path
     return written

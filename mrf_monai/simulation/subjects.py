@@ -21,7 +21,9 @@ the FISP-MRF protocol:
 
 The subject folder (data contract, section 1) holds ``raw.h5`` (ISMRMRD, written by
 :func:`mrf_monai.io.ismrmrd.write_raw`), ``ref/`` (T1 and T2 in seconds, PD magnitude and
-the uint8 brain mask, written by :func:`mrf_monai.io.subjects.write_reference`) and a
+the uint8 brain mask, written by :func:`mrf_monai.io.subjects.write_reference`, plus the
+phase of the complex PD in radians, ``sub-<label>_desc-phase_PDmap.nii.gz``, an extra file
+that lets :class:`mrf_monai.simulation.SubjectPairDataset` rebuild the exact complex reference) and a
 ``sim.json`` card describing how it was made. Geometry: axial slices in LPS,
 ``read_dir = (1, 0, 0)``, ``phase_dir = (0, 1, 0)``, ``slice_dir = (0, 0, 1)``, slice
 centres at the MNI152 coordinates of the chosen template slices.
@@ -258,7 +260,7 @@ def simulate_subject(
     rng = subject_generator(seed, split, 3)
 
     kspace = np.empty((len(z_list), n_coils, n_frames, n_samples), dtype=np.complex64)
-    t1m, t2m, pdm, maskm, sigmas = [], [], [], [], []
+    t1m, t2m, pdm, phasem, maskm, sigmas = [], [], [], [], [], []
     for s, z in enumerate(z_list):
         maps = sample_subject_maps(seed, int(z), matrix, split, augment, parameters=params)
         x = simulate_time_series(maps["t1_s"], maps["t2_s"], maps["pd"], seq, device)
@@ -272,6 +274,7 @@ def simulate_subject(
         t1m.append(maps["t1_s"])
         t2m.append(maps["t2_s"])
         pdm.append(np.abs(maps["pd"]).astype(np.float32))
+        phasem.append(np.angle(maps["pd"]).astype(np.float32))
         maskm.append(maps["mask"].astype(np.uint8))
         del x, k
 
@@ -297,6 +300,7 @@ def simulate_subject(
         np.stack(pdm, axis=-1),
         np.stack(maskm, axis=-1),
         raw.affine(),  # the geometry inference writes its maps with
+        pd_phase_rad=np.stack(phasem, axis=-1),
     )
     card = {
         "software": f"mrf_monai {__version__}",
@@ -324,6 +328,7 @@ def simulate_subject(
         "signal_model": "EPG FISP at each voxel's continuous (T1, T2), times complex PD; full frames "
         "through the NUFFT (no subspace)",
         "partial_volume": "fast-exchange mixing of relaxation rates, PD-weighted",
+        "pd_phase": "ref/sub-<label>_desc-phase_PDmap.nii.gz, radians (PDmap holds the magnitude)",
         "augment": bool(augment),
         "augmentation": _jsonable(params.augmentation) if augment else None,
         "head_layers": _jsonable(params.layers),

@@ -6,7 +6,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from mrf_monai.io.subjects import find_subjects, read_reference, subject_label, write_reference
+from mrf_monai.io.subjects import (
+    find_subjects,
+    read_reference,
+    reference_path,
+    subject_label,
+    write_reference,
+)
 
 
 def _dataset(root):
@@ -60,3 +66,22 @@ def test_reference_round_trip(tmp_path):
         read_reference(sub)
     with pytest.raises(ValueError, match="shape"):
         write_reference(sub, "7", t1, t1[:2], t1, mask, aff)
+
+
+def test_reference_pd_phase_is_optional(tmp_path):
+    sub = tmp_path / "sub-8"
+    rng = np.random.default_rng(1)
+    t1 = rng.uniform(0.5, 2, (5, 4, 2))
+    phase = rng.uniform(-np.pi, np.pi, t1.shape)
+    aff = np.diag([-2.0, -2.0, 5.0, 1.0])
+    write_reference(sub, "8", t1, t1 / 10, t1, t1 > 1, aff)
+    assert "pd_phase_rad" not in read_reference(sub)  # the contract's ref/ only
+    written = write_reference(sub, "8", t1, t1 / 10, t1, t1 > 1, aff, pd_phase_rad=phase)
+    assert written["desc-phase_PDmap"] == reference_path(sub, "desc-phase_PDmap")
+    assert written["desc-phase_PDmap"].name == "sub-8_desc-phase_PDmap.nii.gz"
+    np.testing.assert_allclose(read_reference(sub)["pd_phase_rad"], phase.astype(np.float32))
+    with pytest.raises(ValueError, match="expected"):
+        write_reference(sub, "8", t1, t1 / 10, t1, t1 > 1, aff, pd_phase_rad=phase[:2])
+    written["PDmap"].write_bytes(b"\x1f\x8b damaged")
+    with pytest.raises(ValueError, match="sub-8_PDmap.nii.gz: cannot be read as NIfTI"):
+        read_reference(sub)
