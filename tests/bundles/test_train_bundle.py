@@ -89,3 +89,51 @@ def test_default_config_parses_and_overrides():
     multi.read_config([str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json")])
     assert multi.get_parsed_content("amp") is True
     assert multi.get_parsed_content("data_seed") == multi.get_parsed_content("seed")  # RANK unset: rank 0
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Tiny subject folders as `mrf-monai simulate` writes them (train_tiny's sequence and size)."""
+    from mrf_monai.simulation import simulate_subject
+
+    root = tmp_path_factory.mktemp("subjects")
+    tiny = dict(n_frames=20, matrix=32, n_samples=64)
+    simulate_subject(root / "train", "01", seed=1, n_slices=2, split="train", **tiny)
+    simulate_subject(root / "train", "02", seed=2, n_slices=1, split="train", **tiny)
+    simulate_subject(root / "val", "01", seed=3, n_slices=1, split="val", **tiny)
+    return root
+
+
+def test_tiny_training_from_a_dataset_folder(tiny_dataset, tmp_path):
+    n = torch.get_num_threads()
+    try:
+        _run(tmp_path, max_steps=2, train_dir=str(tiny_dataset / "train"), val_dir=str(tiny_dataset / "val"))
+    finally:
+        torch.set_num_threads(n)
+    ckpt = torch.load(find_last_checkpoint(tmp_path / "run" / "checkpoints"), weights_only=False)
+    assert ckpt["step"] == 2
+    data = ckpt["hyper_parameters"]["data"]
+    assert data["source"] == "subjects" and data["train_dir"] == str(tiny_dataset / "train")
+    assert data["val_dir"] == str(tiny_dataset / "val")
+    assert tuple(data["basis"].shape) == (20, 2)
+    assert len(ckpt["history"]) == 1 and {"t1_mape", "t2_mape"} <= set(ckpt["history"][0])
+
+
+def test_dataset_folder_config_selects_subject_pairs(tiny_dataset):
+    from mrf_monai.simulation import SimulatedPairDataset, SubjectPairDataset
+
+    parser = ConfigParser()
+    parser.read_config(TINY)
+    parser.read_meta(META)
+    parser.update({"train_dir": str(tiny_dataset / "train"), "cache_dir": None})
+    train = parser.get_parsed_content("train_pairs")
+    assert isinstance(train, SubjectPairDataset) and len(train) == 3
+    assert parser.get_parsed_content("simulated_train") is None  # never simulated
+    assert isinstance(parser.get_parsed_content("val_dataset"), SimulatedPairDataset)  # val_dir unset
+    assert parser.get_parsed_content("sequence") == train.sequence
+    default = ConfigParser()
+    default.read_config(str(CONFIGS / "train.json"))
+    assert (
+        default.get_parsed_content("train_dir") is None
+        and default.get_parsed_content("subject_train") is None
+    )

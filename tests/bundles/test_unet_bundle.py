@@ -37,9 +37,20 @@ def tiny_run(tmp_path_factory):
 
 def test_metadata_has_the_model_zoo_fields():
     meta = json.loads(Path(META).read_text())
-    for key in ("schema", "version", "changelog", "monai_version", "pytorch_version", "numpy_version",
-                "required_packages_version", "task", "description", "authors", "copyright",
-                "network_data_format"):
+    for key in (
+        "schema",
+        "version",
+        "changelog",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "network_data_format",
+    ):
         assert key in meta, key
     fmt = meta["network_data_format"]
     assert fmt["inputs"]["image"]["num_channels"] == fmt["outputs"]["pred"]["num_channels"] == 10
@@ -97,3 +108,31 @@ def test_tiny_training_then_inference_end_to_end(tiny_run, tmp_path):
         assert (subject / f"sub-01_{name}.nii.gz").is_file(), name
     timing = json.loads((subject / "timing.json").read_text())
     assert timing["method"] == "unet" and timing["n_slices"] == 1
+
+
+def test_tiny_training_from_a_dataset_folder(tmp_path):
+    from mrf_monai.simulation import simulate_subject
+
+    tiny = dict(n_frames=20, matrix=32, n_samples=64)
+    simulate_subject(tmp_path / "train", "01", seed=1, n_slices=2, split="train", **tiny)
+    simulate_subject(tmp_path / "val", "01", seed=3, n_slices=1, split="val", **tiny)
+    n = torch.get_num_threads()
+    try:
+        run(
+            "training",
+            meta_file=META,
+            config_file=TINY,
+            logging_file=LOGGING,
+            output_dir=str(tmp_path / "run"),
+            cache_dir=str(tmp_path / "cache"),
+            train_dir=str(tmp_path / "train"),
+            val_dir=str(tmp_path / "val"),
+            max_steps=2,
+        )
+    finally:
+        torch.set_num_threads(n)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint_00000002.pt", weights_only=False)
+    data = ckpt["hyper_parameters"]["data"]
+    assert data["source"] == "subjects" and data["train_dir"] == str(tmp_path / "train")
+    assert tuple(data["basis"].shape) == (20, 2)
+    assert len(ckpt["history"]) == 1 and {"t1_mape", "t2_mape", "nrmse"} <= set(ckpt["history"][0])
