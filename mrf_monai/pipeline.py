@@ -173,7 +173,7 @@ def reconstruct_subject(
         ``mask`` (uint8), ``tsmi`` (``(Nx, Ny, S, R)`` complex64) and, for methods that
         return samples, ``t1_std_s``, ``t2_std_s``; and ``timing`` (seconds per slice).
     """
-    opts = {"mask_threshold": 0.15, **dict(match_options or {})}
+    opts = {"mask_threshold": 0.15, "coarse_to_fine": True, **dict(match_options or {})}
     if opts.get("coarse_to_fine") is True:  # cluster once for all slices and samples
         opts["coarse_to_fine"] = build_atom_clusters(dictionary)
     std_opts = {k: v for k, v in opts.items() if k != "mask_threshold"}

@@ -38,7 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="method option (repeatable), e.g. --option n_samples=10",
     )
-    p.add_argument("--coarse-to-fine", action="store_true", help="exact clustered dictionary search")
+    p.add_argument(
+        "--brute-force",
+        action="store_true",
+        help="compare every voxel with every atom instead of the (exact, faster) clustered search",
+    )
+    p.add_argument("--coarse-to-fine", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument(
         "--mask-threshold", type=float, default=0.15, help="background threshold (fraction of max |PD|)"
     )
@@ -73,6 +78,6 @@ def run(args: argparse.Namespace) -> int:
         units=args.units,
         method_name=args.method,
         device=args.device,
-        match_options={"mask_threshold": args.mask_threshold, "coarse_to_fine": args.coarse_to_fine},
+        match_options={"mask_threshold": args.mask_threshold, "coarse_to_fine": not args.brute_force},
         progress=not args.no_progress,
     )

@@ -41,6 +41,9 @@ __all__ = ["AtomClusters", "build_atom_clusters", "make_background_mask", "match
 #: float32 correlations and powers for brute force).
 _CHUNK_ELEMENTS = 2**24
 
+#: Brightest voxels matched first to bound the largest |PD| before skipping background.
+_N_PROBE = 64
+
 
 def _atoms(dictionary: Any, rank: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Unit-norm (in the subspace) compressed atoms ``(N, R)`` and PD scales ``(N,)``."""
@@ -175,18 +178,11 @@ def _as_real(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z.real, z.imag], dim=-1)
 
 
-def _search_clusters(
-    xv: torch.Tensor, clusters: AtomClusters, weights: list[torch.Tensor], centre_w: torch.Tensor
-) -> torch.Tensor:
-    """Exact branch-and-bound search over clusters; returns the best atom of each row.
-
-    The Fubini-Study distance ``arccos |<u, v>|`` is a metric on unit vectors up to phase,
-    so an atom ``d`` of cluster ``k`` satisfies ``|<x_hat, d>| <= cos(max(0, phi_k -
-    theta_k))`` with ``phi_k`` the distance of ``x_hat`` to the centre and ``theta_k`` the
-    cluster's angular radius. Clusters whose bound is below the best value found in the
-    nearest cluster are skipped.
-    """
-    v = xv.shape[0]
+def _cluster_bounds(
+    xv: torch.Tensor, clusters: AtomClusters, centre_w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit rows ``x_hat`` (complex128) and the upper bound ``(V, K)`` of ``|<x_hat, d>|``
+    over the atoms ``d`` of each cluster: ``cos(max(0, phi_k - theta_k))``."""
     x64 = xv.to(torch.complex128)
     norm = torch.linalg.vector_norm(x64, dim=1)
     xn64 = x64 / norm.clamp_min(1e-300)[:, None]
@@ -196,7 +192,21 @@ def _search_clusters(
     cos_t, sin_t = torch.cos(clusters.angles_rad)[None, :], torch.sin(clusters.angles_rad)[None, :]
     upper = (1.0 - c.square()).clamp_(min=0.0).sqrt_().mul_(sin_t).addcmul_(c, cos_t)
     upper = torch.where(c >= cos_t, torch.ones((), dtype=upper.dtype, device=upper.device), upper)
-    del c
+    return xn64, upper
+
+
+def _search_clusters(
+    xn64: torch.Tensor, upper: torch.Tensor, clusters: AtomClusters, weights: list[torch.Tensor]
+) -> torch.Tensor:
+    """Exact branch-and-bound search over clusters; returns the best atom of each row.
+
+    The Fubini-Study distance ``arccos |<u, v>|`` is a metric on unit vectors up to phase,
+    so an atom ``d`` of cluster ``k`` satisfies ``|<x_hat, d>| <= cos(max(0, phi_k -
+    theta_k))`` with ``phi_k`` the distance of ``x_hat`` to the centre and ``theta_k`` the
+    cluster's angular radius. Clusters whose bound is below the best value found in the
+    nearest cluster are skipped. ``xn64`` and ``upper`` are :func:`_cluster_bounds` of the rows.
+    """
+    v = xn64.shape[0]
     first = upper.argmax(dim=1)
     xn = _as_real(xn64).to(weights[0].dtype)
     best_val = torch.full((v,), -1.0, dtype=xn.dtype, device=xn.device)
@@ -259,6 +269,7 @@ def match_dictionary(
     mask: torch.Tensor | np.ndarray | None = None,
     mask_threshold: float = 0.15,
     coarse_to_fine: bool | AtomClusters = False,
+    skip_background: bool = True,
 ) -> dict[str, torch.Tensor]:
     """Match a compressed TSMI against a dictionary.
 
@@ -277,11 +288,19 @@ def match_dictionary(
             background (0 keeps every voxel with non-zero PD).
         coarse_to_fine: ``True`` (or a prebuilt :class:`AtomClusters`) uses the exact
             cluster branch-and-bound search instead of brute force.
+        skip_background: when the mask comes from the threshold (``mask=None``), first
+            match the voxels with the largest possible ``|PD|``, then skip every voxel whose
+            ``|PD|`` provably stays below ``mask_threshold`` times the largest one (an upper
+            bound from its norm and, with clusters, its angular distance to them). Exact:
+            the maps and mask are those of a full search; only ``index`` of skipped voxels
+            differs (-1). A head slice is about half background, whose noise vectors are
+            the expensive ones for the coarse-to-fine search.
 
     Returns:
         dict with tensors shaped ``x.shape[1:]`` on the device of ``x``: ``t1_s``, ``t2_s``
         (seconds, float32), ``pd`` (``|PD|``), ``pd_phase`` (radians), ``mask`` (bool),
-        ``index`` (int64 best atom, also outside the mask), and ``b1`` when the dictionary
+        ``index`` (int64 best atom of every searched voxel, inside the mask and out; -1 for
+        voxels that ``skip_background`` proved to be background), and ``b1`` when the dictionary
         has a B1 axis. Maps are exactly 0 outside the mask; no NaN or Inf anywhere.
 
     Raises:
@@ -339,34 +358,70 @@ def match_dictionary(
         clusters = clusters.to(device)
         centre_w = _real_weights(clusters.centres.to(torch.complex128))
     else:
-        clusters = None
+        clusters, centre_w = None, None
         weights = _real_weights(atoms)
 
-    index = torch.zeros(n_vox, dtype=torch.long, device=device)
-    for start in range(0, rows.numel(), chunk_size):
-        sel = rows[start : start + chunk_size]
-        if clusters is None:
-            _, arg = _best(_as_real(xv[sel]).to(real_dtype), weights)
-        else:
-            arg = _search_clusters(xv[sel], clusters, cl_weights, centre_w)
-        index[sel] = arg
+    x_norm = torch.linalg.vector_norm(xv, dim=1).to(torch.float64)
+    if clusters is not None:  # smallest PD scale of each cluster, for the |PD| bound
+        s_min = torch.stack([scale[m].min() for m in clusters.members]).to(torch.float64)
 
-    best = atoms[index]  # (V, R)
-    inner = (best.conj() * xv).sum(dim=1)
-    pd_c = inner / scale[index]
+    def search(sel_rows: torch.Tensor, pd_floor: float | None = None) -> None:
+        """Best atom of the voxels ``sel_rows`` into ``index`` (marks them ``matched``);
+        with ``pd_floor``, voxels whose ``|PD|`` provably stays below it are skipped."""
+        for start in range(0, sel_rows.numel(), chunk_size):
+            sel = sel_rows[start : start + chunk_size]
+            if pd_floor is not None:  # Cauchy-Schwarz: |PD| <= ||x|| / min_n scale_n
+                sel = sel[x_norm[sel] >= pd_floor * float(scale.min())]
+            if clusters is None:
+                _, arg = _best(_as_real(xv[sel]).to(real_dtype), weights)
+            else:
+                xn64, upper = _cluster_bounds(xv[sel], clusters, centre_w)
+                if pd_floor is not None:  # tighter: |PD| <= ||x|| max_k bound_k / min_{n in k} scale_n
+                    live = x_norm[sel] * (upper / s_min[None, :]).amax(dim=1) >= pd_floor
+                    sel, xn64, upper = sel[live], xn64[live], upper[live]
+                arg = _search_clusters(xn64, upper, clusters, cl_weights)
+            index[sel] = arg
+            matched[sel] = True
+
+    def pd_of(sel_rows: torch.Tensor) -> torch.Tensor:
+        idx = index[sel_rows]
+        return (atoms[idx].conj() * xv[sel_rows]).sum(dim=1) / scale[idx]
+
+    index = torch.full((n_vox,), -1, dtype=torch.long, device=device)
+    matched = torch.zeros(n_vox, dtype=torch.bool, device=device)
+    if mask_t is None and skip_background and mask_threshold > 0 and n_vox > _N_PROBE:
+        # Exact background skip: the brightest voxels give a lower bound of the largest |PD|;
+        # a voxel whose |PD| cannot reach mask_threshold times it is background whatever its
+        # best atom, so it is not searched.
+        probe = torch.topk(x_norm, _N_PROBE).indices
+        search(probe)
+        floor = mask_threshold * float(pd_of(probe).abs().max()) * (1.0 - 1e-4)  # float32 slack
+        rest = torch.ones(n_vox, dtype=torch.bool, device=device)
+        rest[probe] = False
+        search(torch.nonzero(rest).squeeze(1), pd_floor=floor)
+    else:
+        search(rows)
+
+    pd_c = torch.zeros(n_vox, dtype=atoms.dtype, device=device)
+    done = torch.nonzero(matched).squeeze(1)
+    pd_c[done] = pd_of(done)
     pd_abs = pd_c.abs().to(real_dtype)
     if mask_t is None:
         mask_t = make_background_mask(pd_abs.reshape(spatial), mask_threshold)
-    keep = mask_t.reshape(-1)
-    if mask is not None:
-        keep = keep & torch.zeros(n_vox, dtype=torch.bool, device=device).index_fill_(0, rows, True)
+        holes = torch.nonzero(mask_t.reshape(-1) & ~matched).squeeze(1)
+        if holes.numel():  # filled holes whose voxels the pre-screen skipped
+            search(holes)
+            pd_c[holes] = pd_of(holes)
+            pd_abs = pd_c.abs().to(real_dtype)
+    keep = mask_t.reshape(-1) & matched
 
     def _map(values: torch.Tensor) -> torch.Tensor:
         v = torch.where(keep, values.to(torch.float32), torch.zeros((), dtype=torch.float32, device=device))
         return torch.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0).reshape(spatial).to(out_device)
 
-    t1 = torch.as_tensor(dictionary.t1_s).to(device)[index]
-    t2 = torch.as_tensor(dictionary.t2_s).to(device)[index]
+    safe = index.clamp_min(0)
+    t1 = torch.as_tensor(dictionary.t1_s).to(device)[safe]
+    t2 = torch.as_tensor(dictionary.t2_s).to(device)[safe]
     result = {
         "t1_s": _map(t1),
         "t2_s": _map(t2),
@@ -377,7 +432,7 @@ def match_dictionary(
     }
     b1 = getattr(dictionary, "b1", None)
     if b1 is not None:
-        result["b1"] = _map(torch.as_tensor(b1).to(device)[index])
+        result["b1"] = _map(torch.as_tensor(b1).to(device)[safe])
     return result
 
 

@@ -188,7 +188,7 @@ def test_evaluate_compares_methods(dataset, reconstructed, tmp_path, capfd):
             "--dictionary",
             str(dict_path),
             "--no-progress",
-            "--coarse-to-fine",
+            "--brute-force",
         ]
     )
     assert status == 0

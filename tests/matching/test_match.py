@@ -93,6 +93,34 @@ def test_background_is_zero_and_holes_are_filled(dictionary):
     assert (out["t1_s"][obj] == torch.as_tensor(dictionary.t1_s)[17]).all()
 
 
+@pytest.mark.parametrize("c2f", [False, True])
+def test_skipping_background_gives_the_full_search_maps(dictionary, c2f):
+    # a head-like object (random atoms, dark hole inside) in noise: the pre-screen skips
+    # background voxels but the maps and mask equal those of matching every voxel
+    n = 40
+    g = torch.Generator().manual_seed(11)
+    yy, xx = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    r = ((yy - n / 2) ** 2 + (xx - n / 2) ** 2).sqrt()
+    obj = r < 15
+    n_atoms = torch.as_tensor(dictionary.t1_s).numel()
+    index = torch.randint(0, n_atoms, (n, n), generator=g)
+    pd = torch.polar(0.6 + 0.4 * torch.rand(n, n, generator=g), torch.full((n, n), 0.3)) * obj
+    pd[r < 3] *= 0.03  # CSF-like dark hole: below the threshold, filled into the mask
+    x = _tsmi_of(dictionary, index, pd)
+    x = x + 0.01 * x.abs().max() * torch.randn(x.shape, dtype=x.dtype, generator=g)
+    search = build_atom_clusters(dictionary, n_clusters=12) if c2f else False
+    full = match_dictionary(x, dictionary, coarse_to_fine=search, skip_background=False)
+    fast = match_dictionary(x, dictionary, coarse_to_fine=search)
+    assert torch.equal(fast["mask"], full["mask"])
+    assert full["mask"][r < 3].all()  # the hole is in the mask
+    for key in ("t1_s", "t2_s", "pd", "pd_phase"):
+        torch.testing.assert_close(fast[key], full[key], rtol=1e-6, atol=1e-6)
+    skipped = fast["index"] == -1
+    assert skipped.sum() > 0.3 * n * n  # most of the background was never searched
+    assert not (skipped & full["mask"]).any()
+    assert torch.equal(fast["index"][~skipped], full["index"][~skipped])
+
+
 def test_given_mask_restricts_matching(dictionary):
     index, pd, x = _random_subject(dictionary, shape=(8, 8), seed=4)
     mask = torch.zeros(8, 8, dtype=torch.bool)
