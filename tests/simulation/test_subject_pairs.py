@@ -136,6 +136,10 @@ def test_estimated_phase_is_close_inside_the_mask(tmp_path, make_subject_dataset
     rel = float((pair["reference"] - exact)[m].norm() / exact[m].norm())
     assert rel < 0.06, rel
     # phase="estimate" ignores a phase file; phase="file" refuses a subject without one
+    _simulate(tmp_path / "with_file", "06", seed=21, n_slices=1, noise=DEFAULT_NOISE)
+    forced = make_subject_dataset(tmp_path / "with_file", phase="estimate").make_pair(0)
+    assert forced["phase_source"] == "estimate"
+    assert torch.allclose(forced["reference"], pair["reference"], rtol=1e-5, atol=1e-6)
     with pytest.raises(SubjectDataError, match="desc-phase_PDmap.nii.gz not found"):
         make_subject_dataset(tmp_path, phase="file", on_error="raise")
 
