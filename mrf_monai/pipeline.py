@@ -219,6 +219,8 @@ def reconstruct_subject(
     }
     timing["mean_seconds_per_slice"] = float(np.mean(timing["seconds_per_slice"]))
     timing["mask_threshold"] = float(opts["mask_threshold"])
+    brute = opts.get("coarse_to_fine") in (False, None)
+    timing["matching_search"] = "brute_force" if brute else "coarse_to_fine"
     return stacked, timing
 
 
@@ -347,6 +349,7 @@ def reconstruct_dataset(
     if dictionary is not None and dev is not None:
         dictionary = dictionary.to(dev)
     cache: dict[str, Any] = {}
+    clusters: dict[int, Any] = {}  # atom clusters of the coarse-to-fine search, per dictionary
     failures: list[str] = []
     done = 0
     bar = tqdm(subjects, desc=f"{method_name}", unit="subject", disable=not progress, file=sys.stderr)
@@ -371,7 +374,12 @@ def reconstruct_dataset(
                     d = cached_dictionary(raw.sequence, cache_dir=cache_dir)
                     cache[key] = d.to(dev) if dev is not None else d
                 subject_dict = cache[key]
-            maps, timing = reconstruct_subject(raw, method, subject_dict, match_options)
+            subject_options = dict(match_options or {})
+            if subject_options.get("coarse_to_fine", True) is True:  # cluster each dictionary once
+                if id(subject_dict) not in clusters:
+                    clusters[id(subject_dict)] = build_atom_clusters(subject_dict)
+                subject_options["coarse_to_fine"] = clusters[id(subject_dict)]
+            maps, timing = reconstruct_subject(raw, method, subject_dict, subject_options)
             timing = {"method": method_name, "device": str(dev or "cpu"), **timing}
             timing["total_seconds"] = time.perf_counter() - t_start
             _write_subject(
