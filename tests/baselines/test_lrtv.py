@@ -157,8 +157,13 @@ def test_lrtv_reconstructor_on_spiral_raw_data_beats_gridding():
     g = torch.Generator().manual_seed(0)
     k = k + 0.01 * k.abs().mean() * torch.randn(k.shape, dtype=torch.complex64, generator=g)
     raw = RawSubject(
-        kspace=k[None].numpy(), traj=traj[None], interleaf=interleaf[None], sequence=seq, matrix=(n, n),
-        fov_mm=(230.0, 230.0, 5.0), position_mm=np.zeros((1, 3)),
+        kspace=k[None].numpy(),
+        traj=traj[None],
+        interleaf=interleaf[None],
+        sequence=seq,
+        matrix=(n, n),
+        fov_mm=(230.0, 230.0, 5.0),
+        position_mm=np.zeros((1, 3)),
     )
     grid = SVDMRFReconstructor()(raw, 0, d)["tsmi"]
     tsmi = LRTVReconstructor(lam=0.05, n_iter=40)(raw, 0, d)["tsmi"]

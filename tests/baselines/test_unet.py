@@ -112,8 +112,14 @@ def test_tiny_training_reduces_loss_and_checkpoint_roundtrip(tmp_path):
     assert ckpt["hyper_parameters"]["training"]["loss"] == "l1"
     # resuming at max_steps does nothing more and restores the step
     again = UNetTrainer(
-        data, output_dir=tmp_path / "run", model_kwargs=TINY, max_steps=24, batch_size=4, device="cpu",
-        progress=False, tensorboard=False,
+        data,
+        output_dir=tmp_path / "run",
+        model_kwargs=TINY,
+        max_steps=24,
+        batch_size=4,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
     )
     assert again.run()["step"] == 24
 
@@ -136,8 +142,13 @@ def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, n_samples: int = 9
     c[:, 6:18, 5:19] = d.compressed[len(d.compressed) // 2][:, None, None]
     k = SubspaceNufftOperator(traj, d.basis, (n, n)).forward(c)
     raw = RawSubject(
-        kspace=k[None].numpy(), traj=traj[None], interleaf=interleaf[None], sequence=seq, matrix=(n, n),
-        fov_mm=(230.0, 230.0, 5.0), position_mm=np.zeros((1, 3)),
+        kspace=k[None].numpy(),
+        traj=traj[None],
+        interleaf=interleaf[None],
+        sequence=seq,
+        matrix=(n, n),
+        fov_mm=(230.0, 230.0, 5.0),
+        position_mm=np.zeros((1, 3)),
     )
     return raw, d
 
