@@ -728,45 +728,19 @@ class UNetReconstructor:
         self.gridder = SVDMRFReconstructor(device=gridding_device)
 
     def check_compatible(self, raw: Any, dictionary: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Check that the network, the raw data and the dictionary share one subspace.
+        """Check that the network, the raw data and the dictionary share one subspace; see
+        :func:`mrf_monai.transforms.subspace.check_model_subspace` (returns ``(basis, Q)``)."""
+        from mrf_monai.transforms.subspace import check_model_subspace
 
-        Returns:
-            ``(basis, Q)``: the basis to grid the condition with (``(T, R)`` complex64) and the
-            ``R x R`` matrix taking network coefficients to dictionary coefficients (``None``
-            when the bases are the same).
-
-        Raises:
-            ValueError: another sequence, rank, number of frames or subspace (the message says which).
-        """
-        seq = getattr(raw, "sequence", None)
-        if self.sequence_key is not None and seq is not None and seq.key() != self.sequence_key:
-            raise ValueError(
-                f"the U-Net {self.model_path} was trained for another MRF sequence (key {self.sequence_key}) "
-                f"than the raw data ({seq.key()}, {seq.n_frames} frames); retrain the bundle for it"
-            )
-        d_basis = torch.as_tensor(dictionary.basis)
-        if d_basis.shape[1] != self.rank:
-            raise ValueError(
-                f"the dictionary has rank {d_basis.shape[1]}, the U-Net {self.model_path} was trained with "
-                f"rank {self.rank}; use dictionary.truncate_rank({self.rank}) or a dictionary of that rank"
-            )
-        if self.model_basis is None:
-            return d_basis.to(torch.complex64), None
-        if self.model_basis.shape[0] != d_basis.shape[0]:
-            raise ValueError(
-                f"the U-Net's basis has {self.model_basis.shape[0]} time frames, the dictionary's "
-                f"{d_basis.shape[0]}: they belong to different sequences"
-            )
-        q = d_basis.to(torch.complex128).conj().T @ self.model_basis.to(d_basis.device)
-        if torch.allclose(q, torch.eye(self.rank, dtype=q.dtype, device=q.device), atol=1e-6):
-            return self.model_basis.to(torch.complex64), None
-        sv = torch.linalg.svdvals(q)
-        if float(1.0 - sv.min()) > self.subspace_tolerance:
-            raise ValueError(
-                f"the dictionary's subspace differs from the U-Net's training subspace (smallest principal "
-                f"cosine {float(sv.min()):.4f}); build the dictionary for the training sequence and rank"
-            )
-        return self.model_basis.to(torch.complex64), q.to(torch.complex64)
+        return check_model_subspace(
+            raw,
+            dictionary,
+            self.rank,
+            self.model_basis,
+            self.sequence_key,
+            f"the U-Net {self.model_path}",
+            self.subspace_tolerance,
+        )
 
     @torch.no_grad()
     def denoise(self, cond: torch.Tensor) -> torch.Tensor:

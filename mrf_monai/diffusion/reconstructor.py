@@ -225,45 +225,19 @@ class IDDPMReconstructor:
         )
 
     def check_compatible(self, raw: Any, dictionary: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Check that the model, the raw data and the dictionary share one subspace.
+        """Check that the network, the raw data and the dictionary share one subspace; see
+        :func:`mrf_monai.transforms.subspace.check_model_subspace` (returns ``(basis, Q)``)."""
+        from mrf_monai.transforms.subspace import check_model_subspace
 
-        Returns:
-            ``(basis, Q)``: the basis to grid the condition with (``(T, R)`` complex64) and the
-            ``R x R`` matrix taking model coefficients to dictionary coefficients (``None``
-            when they are the same basis).
-
-        Raises:
-            ValueError: different sequence, rank, number of frames or subspace.
-        """
-        seq = getattr(raw, "sequence", None)
-        if self.sequence_key is not None and seq is not None and seq.key() != self.sequence_key:
-            raise ValueError(
-                f"the model {self.model_path} was trained for another MRF sequence (key {self.sequence_key}) "
-                f"than the raw data ({seq.key()}, {seq.n_frames} frames); use weights trained for it"
-            )
-        d_basis = torch.as_tensor(dictionary.basis).detach().cpu()
-        if d_basis.shape[1] != self.rank:
-            raise ValueError(
-                f"the dictionary has rank {d_basis.shape[1]}, the model was trained with rank {self.rank}; "
-                f"use dictionary.truncate_rank({self.rank}) or a dictionary of that rank"
-            )
-        if self.model_basis is None:
-            return d_basis.to(torch.complex64), None
-        if self.model_basis.shape[0] != d_basis.shape[0]:
-            raise ValueError(
-                f"the model's basis has {self.model_basis.shape[0]} time frames, the dictionary's "
-                f"{d_basis.shape[0]}: they belong to different sequences"
-            )
-        q = d_basis.to(torch.complex128).conj().T @ self.model_basis
-        if torch.allclose(q, torch.eye(self.rank, dtype=q.dtype), atol=1e-6):
-            return self.model_basis.to(torch.complex64), None
-        sv = torch.linalg.svdvals(q)
-        if float(1.0 - sv.min()) > self.subspace_tolerance:
-            raise ValueError(
-                f"the dictionary's subspace differs from the model's training subspace (smallest principal "
-                f"cosine {float(sv.min()):.4f}); build the dictionary for the training sequence and rank"
-            )
-        return self.model_basis.to(torch.complex64), q.to(torch.complex64)
+        return check_model_subspace(
+            raw,
+            dictionary,
+            self.rank,
+            self.model_basis,
+            self.sequence_key,
+            f"the model {self.model_path}",
+            self.subspace_tolerance,
+        )
 
     def condition(self, raw: Any, slice_index: int, basis: torch.Tensor) -> torch.Tensor:
         """The aliased gridding image ``(R, Nx, Ny)`` complex of one slice in ``basis`` (SVD-MRF)."""

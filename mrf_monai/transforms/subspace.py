@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +16,13 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-__all__ = ["SubspaceCompress", "SubspaceExpand", "SubspaceCompressd", "SubspaceExpandd"]
+__all__ = [
+    "SubspaceCompress",
+    "SubspaceExpand",
+    "SubspaceCompressd",
+    "SubspaceExpandd",
+    "check_model_subspace",
+]
 
 
 def _as_basis(basis) -> torch.Tensor:
@@ -122,3 +129,64 @@ class SubspaceExpandd(_Subspaced):
     """Dictionary twin of :class:`SubspaceExpand`."""
 
     _array_cls = SubspaceExpand
+
+
+def check_model_subspace(
+    raw: Any,
+    dictionary: Any,
+    rank: int,
+    model_basis: torch.Tensor | None,
+    sequence_key: str | None,
+    model_name: str,
+    tolerance: float = 1e-3,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Check that a trained network, the raw data and the dictionary share one subspace.
+
+    Args:
+        raw: the subject's raw data (its ``sequence`` is compared when it has one).
+        dictionary: the matching dictionary (``basis (T, R)``).
+        rank: the network's number of subspace components.
+        model_basis: the ``(T, R)`` training basis stored with the network, or ``None``.
+        sequence_key: :meth:`MRFSequence.key` of the training sequence, or ``None``.
+        model_name: how errors name the network, e.g. ``"the model runs/x/model.pt"``.
+        tolerance: largest ``1 - cos`` of the principal angles between the two subspaces.
+
+    Returns:
+        ``(basis, Q)``: the basis to grid the condition with (``(T, R)`` complex64) and the
+        ``R x R`` matrix taking network coefficients to dictionary coefficients (``None``
+        when the bases are the same).
+
+    Raises:
+        ValueError: another sequence, rank, number of frames or subspace (the message says which).
+    """
+    seq = getattr(raw, "sequence", None)
+    if sequence_key is not None and seq is not None and seq.key() != sequence_key:
+        raise ValueError(
+            f"{model_name} was trained for another MRF sequence (key {sequence_key}) than the raw data "
+            f"({seq.key()}, {seq.n_frames} frames); use weights trained for that sequence"
+        )
+    d_basis = torch.as_tensor(dictionary.basis).detach().cpu()
+    if d_basis.shape[1] != rank:
+        raise ValueError(
+            f"the dictionary has rank {d_basis.shape[1]}, {model_name} was trained with rank {rank}; "
+            f"use dictionary.truncate_rank({rank}) or a dictionary of that rank"
+        )
+    if model_basis is None:
+        return d_basis.to(torch.complex64), None
+    model_basis = torch.as_tensor(model_basis).detach().cpu()
+    if model_basis.shape[0] != d_basis.shape[0]:
+        raise ValueError(
+            f"the training basis of {model_name} has {model_basis.shape[0]} time frames, the "
+            f"dictionary's {d_basis.shape[0]}: they belong to different sequences"
+        )
+    q = d_basis.to(torch.complex128).conj().T @ model_basis.to(torch.complex128)
+    if torch.allclose(q, torch.eye(rank, dtype=q.dtype), atol=1e-6):
+        return model_basis.to(torch.complex64), None
+    sv = torch.linalg.svdvals(q)
+    if float(1.0 - sv.min()) > tolerance:
+        raise ValueError(
+            f"the dictionary's subspace differs from the training subspace of {model_name} (smallest "
+            f"principal cosine {float(sv.min()):.4f}); build the dictionary for the training "
+            "sequence and rank"
+        )
+    return model_basis.to(torch.complex64), q.to(torch.complex64)
