@@ -14,7 +14,7 @@ import sys
 from . import __version__
 
 #: Sub-command modules, in the order of the pipeline.
-COMMANDS = ("dictionary", "simulate", "reconstruct", "evaluate", "report")
+COMMANDS = ("dictionary", "simulate", "reconstruct", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mrf_monai {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"mrf_monai.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"mrf_monai.commands.{name}":
-                continue  # a sub-command not written yet is simply absent
-            raise
-        module.register(sub)
+        importlib.import_module(f"mrf_monai.commands.{name}").register(sub)
     return parser
 
 

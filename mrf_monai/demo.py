@@ -178,8 +178,9 @@ def run_demo(
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the demo's options to ``parser`` (shared by ``python -m mrf_monai.demo`` and
+    ``mrf-monai demo``)."""
     parser.add_argument("--out", default="demo_output", help="output folder")
     parser.add_argument("--subjects", type=int, default=1, help="held-out test subjects to simulate")
     parser.add_argument(
@@ -198,17 +199,30 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override an MRF-IDDPM setting, e.g. --iddpm-option n_samples=10",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the demo from parsed :func:`add_arguments` options; returns the exit status."""
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(DEFAULT_METHODS))
     if unknown:
-        parser.error(f"unknown method(s) {unknown}; choose from {list(DEFAULT_METHODS)}")
+        msg = f"unknown method(s) {unknown}; choose from {list(DEFAULT_METHODS)}"
+        if parser is not None:
+            parser.error(msg)
+        print(f"mrf-monai demo: error: {msg}", file=sys.stderr)
+        return 2
     from mrf_monai.pipeline import parse_options
 
     iddpm_options = parse_options(args.iddpm_option)
     return run_demo(
         args.out, args.subjects, methods, args.seed, reuse=args.reuse, iddpm_options=iddpm_options
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    return run_from_args(parser.parse_args(argv), parser)
 
 
 if __name__ == "__main__":
