@@ -2,6 +2,7 @@
 
 from .coils import combine_coils, estimate_coil_maps_walsh, simulate_coil_maps
 from .density import pipe_menon_dcf
+from .gridding import SubspaceGridder
 from .nufft import Nufft2D, available_backends, make_nufft
 from .operators import SubspaceNufftOperator, ToeplitzSubspaceNormal, grid_subspace, toeplitz_kernels
 from .trajectory import (
@@ -16,6 +17,7 @@ from .trajectory import (
 __all__ = [
     "GOLDEN_ANGLE_RAD",
     "Nufft2D",
+    "SubspaceGridder",
     "SubspaceNufftOperator",
     "ToeplitzSubspaceNormal",
     "available_backends",

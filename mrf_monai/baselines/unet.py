@@ -708,7 +708,7 @@ class UNetReconstructor:
         gridding_device: str | torch.device | None = None,
         subspace_tolerance: float = 1e-3,
     ) -> None:
-        from mrf_monai.baselines.svdmrf import SVDMRFReconstructor
+        from mrf_monai.acquisition.gridding import SubspaceGridder
 
         if device is None or str(device) == "auto":
             device = "cuda" if (device is not None and torch.cuda.is_available()) else "cpu"
@@ -725,7 +725,7 @@ class UNetReconstructor:
         scale = data.get("channel_scale")
         self.channel_scale = None if scale is None else torch.as_tensor(list(scale)).float().to(self.device)
         self.subspace_tolerance = float(subspace_tolerance)
-        self.gridder = SVDMRFReconstructor(device=gridding_device)
+        self.gridder = SubspaceGridder(device=gridding_device)
 
     def check_compatible(self, raw: Any, dictionary: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Check that the network, the raw data and the dictionary share one subspace; see

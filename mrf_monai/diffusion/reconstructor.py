@@ -3,7 +3,7 @@
 """MRF-IDDPM as a reconstruction method of the shared pipeline (``--method iddpm``).
 
 Per slice: raw k-space -> aliased gridding image in the model's subspace (the SVD-MRF baseline,
-:class:`mrf_monai.baselines.svdmrf.SVDMRFReconstructor`) -> divide by the per-slice scale
+:class:`mrf_monai.acquisition.gridding.SubspaceGridder`) -> divide by the per-slice scale
 ``quantile(|cond[0]|, 0.99)`` (``docs/interfaces.md``) -> K samples with
 :class:`~mrf_monai.diffusion.inferer.SlidingWindowDiffusionSampler` -> multiply by the scale ->
 ``tsmi`` = mean over samples ``(R, Nx, Ny)`` complex, ``samples`` ``(K, R, Nx, Ny)``. The pipeline
@@ -109,7 +109,7 @@ class IDDPMReconstructor:
         weights: ``"auto"``, ``"ema"`` or ``"model"`` (see ``load_checkpoint_model``).
         amp: run the network in autocast (float16 on CUDA, bfloat16 on CPU).
         gridding_device: device of the gridding NUFFTs (``None``: CPU, which always works).
-        gridding_options: extra keyword arguments of ``SVDMRFReconstructor`` (``dcf_iter``, ...).
+        gridding_options: extra keyword arguments of ``SubspaceGridder`` (``dcf_iter``, ...).
         subspace_tolerance: largest accepted ``1 - sigma_min(B_dict^H B_model)``.
         num_threads: ``torch.set_num_threads`` for this process (``None``: unchanged).
         progress: ``tqdm`` bars over samples.
@@ -212,9 +212,9 @@ class IDDPMReconstructor:
             spacing=spacing,
             progress=progress,
         )
-        from mrf_monai.baselines.svdmrf import SVDMRFReconstructor
+        from mrf_monai.acquisition.gridding import SubspaceGridder
 
-        self.gridder = SVDMRFReconstructor(device=gridding_device, **dict(gridding_options or {}))
+        self.gridder = SubspaceGridder(device=gridding_device, **dict(gridding_options or {}))
 
     def __repr__(self) -> str:
         s = self.sampler

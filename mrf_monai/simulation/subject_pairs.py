@@ -11,7 +11,7 @@ of every subject (data contract section 1: ``<dataset>/sub-<label>/raw.h5`` and
 For slice ``s`` of a subject:
 
 * **condition**: the aliased SVD-MRF gridding of the slice's own ``raw.h5`` k-space
-  (:class:`mrf_monai.baselines.svdmrf.SVDMRFReconstructor`: Pipe-Menon density compensation
+  (:class:`mrf_monai.acquisition.gridding.SubspaceGridder`: Pipe-Menon density compensation
   of the file's trajectory, Walsh coil combination with several coils), in the dictionary's
   basis: the very code that makes the condition at inference
   (:class:`mrf_monai.diffusion.reconstructor.IDDPMReconstructor`), so training and inference
@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrf_monai.baselines.svdmrf import SVDMRFReconstructor
+from mrf_monai.acquisition.gridding import SubspaceGridder
 from mrf_monai.io.ismrmrd import RawSubject, read_raw
 from mrf_monai.io.subjects import (
     PD_PHASE_SUFFIX,
@@ -189,7 +189,7 @@ class SubjectPairDataset(torch.utils.data.Dataset):
         quantile: quantile of the normalisation scale.
         on_error: ``"skip"`` bad subjects with one warning listing them (an error when none is
             left) or ``"raise"`` at the first one.
-        dcf_iter, eps, backend: gridding options (as ``SVDMRFReconstructor``; keep the defaults
+        dcf_iter, eps, backend: gridding options (as ``SubspaceGridder``; keep the defaults
             to match inference).
 
     Attributes:
@@ -326,7 +326,7 @@ class SubjectPairDataset(torch.utils.data.Dataset):
         with self._lock:
             state = self._states.get(key)
             if state is None:
-                gridder = SVDMRFReconstructor(device=self.device, **self.gridding_options)
+                gridder = SubspaceGridder(device=self.device, **self.gridding_options)
                 state = SimpleNamespace(gridder=gridder, raw_path=None, raw=None)
                 self._states[key] = state
         return state
