@@ -62,6 +62,22 @@ from .subjects import DEFAULT_NOISE
 __all__ = ["CompressedSignalTable", "SimulatedPairDataset"]
 
 
+def normalised_pair(
+    reference: torch.Tensor, condition: torch.Tensor, quantile: float
+) -> dict[str, torch.Tensor]:
+    """The network's view of a training pair: ``image`` and ``cond`` as ``(2R, H, W)`` float32
+    real channels divided by the condition's scale (:func:`condition_scale`, as at inference),
+    the 0-d ``scale``, and the complex ``reference`` and ``condition`` ``(R, H, W)`` themselves."""
+    scale = condition_scale(condition, quantile)
+    return {
+        "image": (complex_to_channels(reference) / scale).float(),
+        "cond": (complex_to_channels(condition) / scale).float(),
+        "scale": scale.float(),
+        "reference": reference,
+        "condition": condition,
+    }
+
+
 class CompressedSignalTable:
     """Compressed FISP fingerprints ``basis^H EPG(T1, T2)`` on a log-spaced (T1, T2) table.
 
@@ -315,13 +331,8 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             shape = (self.n_coils, self.n_frames, self.traj.shape[1])
             n = torch.randn(*shape, dtype=torch.complex64, generator=g, device=self.device) * sigma
             cond = cond + self.noise_operator.grid(n)
-        scale = condition_scale(cond, self.quantile)
         return {
-            "image": (complex_to_channels(c) / scale).float(),
-            "cond": (complex_to_channels(cond) / scale).float(),
-            "scale": scale.float(),
-            "reference": c,
-            "condition": cond,
+            **normalised_pair(c, cond, self.quantile),
             "sigma": sigma,
             "seed": int(seed),
             "slice_index": int(slice_index),

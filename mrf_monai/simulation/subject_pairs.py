@@ -71,10 +71,8 @@ from mrf_monai.io.subjects import (
     reference_path,
 )
 from mrf_monai.physics.sequence import MRFSequence
-from mrf_monai.transforms.complex import complex_to_channels
-from mrf_monai.transforms.intensity import condition_scale
 
-from .pairs import CompressedSignalTable
+from .pairs import CompressedSignalTable, normalised_pair
 
 __all__ = [
     "SubjectDataError",
@@ -388,15 +386,11 @@ class SubjectPairDataset(torch.utils.data.Dataset):
                 phase = estimate_pd_phase(cond, signal, sigma_px)
                 source = "estimate"
             c = signal * torch.polar(torch.ones_like(phase), phase.float())[None]
-            scale = condition_scale(cond, self.quantile)
+            pair = normalised_pair(c, cond, self.quantile)
         except (ValueError, FileNotFoundError) as err:
             raise SubjectDataError(f"{raw_path}, slice {s}: {err}") from err
         return {
-            "image": (complex_to_channels(c) / scale).float(),
-            "cond": (complex_to_channels(cond) / scale).float(),
-            "scale": scale.float(),
-            "reference": c,
-            "condition": cond,
+            **pair,
             "phase_rad": phase,
             "phase_source": source,
             "subject": subject,
