@@ -2,10 +2,13 @@
 # Licensed under the Apache License, Version 2.0.
 """Training throughput and inference cost of the MRF-IDDPM network on the CPU.
 
-1. Training: optimiser steps per second and peak resident memory of :class:`DiffusionTrainer`
-   for the default network (``bundles/mrf_iddpm/configs/train.json``: 64 x 64 patches, batch 32)
-   and the tiny test network, on random in-memory pairs (data generation is not timed).
-   Each configuration runs in a fresh subprocess so that its peak memory is its own.
+1. Training: optimiser steps per second and peak resident memory of the shared training engine
+   (:mod:`mrf_monai.engines`) driving :class:`DiffusionTrainer` for the shipped network
+   (``bundles/mrf_iddpm/configs/train.json``: 32 x 32 patches, batch 8), the paper-sized
+   default of ``build_model`` (64 x 64 patches, batch 32 and 8) and the tiny test network, and
+   :class:`UNetTrainer` for the shipped U-Net (``bundles/unet_baseline``: 64 x 64, batch 8), on
+   random in-memory pairs (data generation is not timed). Each configuration runs in a fresh
+   subprocess so that its peak memory is its own.
 2. Inference: forward time per 64 x 64 patch (batch 16, ``no_grad``) of candidate network sizes,
    and the implied time of one 50-step DDIM sample of a 230 x 230 slice over 49 windows
    (window overlap 0.5; the inference target is < 3 min per slice and sample).
@@ -23,6 +26,25 @@ import sys
 import time
 
 TRAIN_CONFIGS = {
+    "shipped": {
+        "model": {
+            "rank": 5,
+            "channels": [32, 64, 64],
+            "attention_levels": [False, False, True],
+            "num_res_blocks": 1,
+            "num_head_channels": 32,
+            "norm_num_groups": 16,
+            "prediction_type": "v",
+        },
+        "patch": 32,
+        "batch": 8,
+    },
+    "unet-shipped": {
+        "method": "unet",
+        "model": {"rank": 5, "channels": [32, 64, 128, 256], "strides": [2, 2, 2], "num_res_units": 1},
+        "patch": 64,
+        "batch": 8,
+    },
     "default": {
         "model": {
             "rank": 5,
@@ -97,6 +119,9 @@ def train_worker(name: str, steps: int, threads: int, device: str = "cpu", amp: 
 
     import torch
 
+    from mrf_monai.baselines.unet import UNetTrainer, build_unet
+    from mrf_monai.diffusion.losses import DiffusionLoss
+    from mrf_monai.diffusion.model import build_model, build_scheduler
     from mrf_monai.diffusion.training import DiffusionTrainer
 
     torch.set_num_threads(threads)
@@ -109,12 +134,12 @@ def train_worker(name: str, steps: int, threads: int, device: str = "cpu", amp: 
     }
     rss0 = _peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
-        tr = DiffusionTrainer(
-            [],
-            tmp,
-            model_kwargs=cfg["model"],
+        common = dict(
+            train_dataset=[],
+            output_dir=tmp,
             max_steps=steps + 1,
             batch_size=b,
+            channel_scale=None,
             progress=False,
             tensorboard=False,
             resume=None,
@@ -122,6 +147,17 @@ def train_worker(name: str, steps: int, threads: int, device: str = "cpu", amp: 
             amp=amp,
             amp_dtype="bfloat16",
         )
+        if cfg.get("method") == "unet":
+            net = build_unet(**cfg["model"], init_seed=0)
+            opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+            tr = UNetTrainer(net, opt, torch.nn.L1Loss(), **common)
+        else:
+            net = build_model(**cfg["model"], init_seed=0)
+            opt = torch.optim.Adam(net.parameters(), lr=2e-4)
+            loss = DiffusionLoss(
+                build_scheduler(), prediction_type=cfg["model"].get("prediction_type", "epsilon")
+            )
+            tr = DiffusionTrainer(net, opt, loss, **common)
         cuda = tr.device.type == "cuda"
         tr.train_step(batch)  # warm-up
         if cuda:

@@ -16,9 +16,11 @@ nominally in ``[-1, 1]`` and not clamped, as in improved DDPM). Note that MONAI'
 ``DDPMScheduler(variance_type="learned_range")`` interpolates variances, not log-variances,
 so samplers should use :func:`~mrf_monai.diffusion.losses.model_log_variance`.
 
-Checkpoints written by :mod:`mrf_monai.diffusion.training` store the keyword arguments of
-:func:`build_model` and :func:`build_scheduler`, so :func:`load_checkpoint_model` rebuilds the
-network without any configuration file.
+Weights written by :mod:`mrf_monai.diffusion.training` (or :func:`save_model`) are a plain
+``state_dict`` (``model.pt``) and a JSON file beside it (``model.json``) with the keyword
+arguments of :func:`build_model` and :func:`build_scheduler`, the training subspace and the
+provenance (:mod:`mrf_monai.io.weights`), so :func:`load_model` rebuilds the network without any
+configuration file; everything is read with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,13 +37,19 @@ from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
+from mrf_monai.engines.distributed import unwrap_network as unwrap_model
+from mrf_monai.io.weights import read_model_file, save_weights
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "build_model",
     "build_scheduler",
     "build_ddim_scheduler",
     "model_hyper_parameters",
+    "scheduler_hyper_parameters",
     "predict_eps_and_var",
+    "save_model",
+    "load_model",
     "load_checkpoint",
     "load_checkpoint_model",
     "scheduler_from_checkpoint",
@@ -50,8 +59,9 @@ __all__ = [
 #: what the network's first ``2R`` output channels predict (see :func:`build_model`).
 PREDICTION_TYPES = ("epsilon", "v")
 
-#: tag stored in every checkpoint written by this package.
-CHECKPOINT_FORMAT = "mrf_monai.diffusion/1"
+#: tag of the weights and training checkpoints of this package (``hyper_parameters["format"]``);
+#: ``"mrf_monai.diffusion/1"`` was the single pickled dictionary of older releases.
+CHECKPOINT_FORMAT = "mrf_monai.diffusion/2"
 
 
 def build_model(
@@ -66,6 +76,7 @@ def build_model(
     resblock_updown: bool = False,
     use_flash_attention: bool = False,
     prediction_type: str = "epsilon",
+    init_seed: int | None = None,
 ) -> DiffusionModelUNet:
     """Build the conditional 2D noise-prediction U-Net of MRF-IDDPM.
 
@@ -89,10 +100,14 @@ def build_model(
             steps; :func:`predict_eps_and_var` converts it to ``eps``, so samplers and losses
             are unchanged (the loss then weights ``eps`` errors by ``1 / abar_t``, i.e. it is
             the ``v`` loss).
+        init_seed: seed of the initial weights (drawn from a forked torch RNG, so the global
+            state is untouched); ``None``: the global torch RNG.
 
     Returns:
         a :class:`~monai.networks.nets.DiffusionModelUNet` with ``in_channels = 4R``; call it as
-        ``model(torch.cat([x_t, cond], 1), timesteps)`` or via :func:`predict_eps_and_var`.
+        ``model(torch.cat([x_t, cond], 1), timesteps)`` or via :func:`predict_eps_and_var`. Its
+        attribute ``hyper_parameters`` holds these arguments (:func:`model_hyper_parameters`,
+        stored with the weights by the trainer).
     """
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}.")
@@ -100,26 +115,42 @@ def build_model(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
     if len(channels) != len(attention_levels):
         raise ValueError("channels and attention_levels must have the same length.")
-    data_channels = 2 * rank
-    model = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=2 * data_channels,
-        out_channels=2 * data_channels if learn_sigma else data_channels,
-        num_res_blocks=num_res_blocks if isinstance(num_res_blocks, int) else tuple(num_res_blocks),
-        channels=tuple(channels),
-        attention_levels=tuple(bool(a) for a in attention_levels),
-        norm_num_groups=norm_num_groups,
-        resblock_updown=resblock_updown,
-        num_head_channels=num_head_channels
-        if isinstance(num_head_channels, int)
-        else tuple(num_head_channels),
-        use_flash_attention=use_flash_attention,
-    )
-    if dropout > 0:
-        _insert_dropout(model, dropout)
     if prediction_type not in PREDICTION_TYPES:
         raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}.")
+    data_channels = 2 * rank
+    with torch.random.fork_rng(devices=[], enabled=init_seed is not None):
+        if init_seed is not None:
+            torch.manual_seed(int(init_seed))
+        model = DiffusionModelUNet(
+            spatial_dims=2,
+            in_channels=2 * data_channels,
+            out_channels=2 * data_channels if learn_sigma else data_channels,
+            num_res_blocks=num_res_blocks if isinstance(num_res_blocks, int) else tuple(num_res_blocks),
+            channels=tuple(channels),
+            attention_levels=tuple(bool(a) for a in attention_levels),
+            norm_num_groups=norm_num_groups,
+            resblock_updown=resblock_updown,
+            num_head_channels=num_head_channels
+            if isinstance(num_head_channels, int)
+            else tuple(num_head_channels),
+            use_flash_attention=use_flash_attention,
+        )
+    if dropout > 0:
+        _insert_dropout(model, dropout)
     model.prediction_type = prediction_type
+    model.hyper_parameters = model_hyper_parameters(
+        rank=rank,
+        learn_sigma=learn_sigma,
+        channels=channels,
+        attention_levels=attention_levels,
+        num_res_blocks=num_res_blocks,
+        num_head_channels=num_head_channels,
+        dropout=dropout,
+        norm_num_groups=norm_num_groups,
+        resblock_updown=resblock_updown,
+        use_flash_attention=use_flash_attention,
+        prediction_type=prediction_type,
+    )
     return model
 
 
@@ -189,7 +220,7 @@ def build_scheduler(
     kwargs: dict[str, Any] = {}
     if schedule != "cosine":
         kwargs = {"beta_start": float(beta_start), "beta_end": float(beta_end)}
-    return DDPMScheduler(
+    scheduler = DDPMScheduler(
         num_train_timesteps=int(num_train_timesteps),
         schedule=schedule,
         variance_type="fixed_small",
@@ -197,6 +228,28 @@ def build_scheduler(
         prediction_type="epsilon",
         **kwargs,
     )
+    scheduler.hyper_parameters = scheduler_hyper_parameters(
+        num_train_timesteps, beta_start, beta_end, schedule, clip_sample
+    )
+    return scheduler
+
+
+def scheduler_hyper_parameters(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    schedule: str = "linear_beta",
+    clip_sample: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`build_scheduler` as a plain, JSON-compatible dictionary
+    (:func:`build_scheduler` stores them as the scheduler's ``hyper_parameters``)."""
+    return {
+        "num_train_timesteps": int(num_train_timesteps),
+        "beta_start": float(beta_start),
+        "beta_end": float(beta_end),
+        "schedule": str(schedule),
+        "clip_sample": bool(clip_sample),
+    }
 
 
 def build_ddim_scheduler(
@@ -219,17 +272,6 @@ def build_ddim_scheduler(
         prediction_type="epsilon",
         **kwargs,
     )
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod  # type: ignore[assignment]
-        else:
-            return model
 
 
 def predict_eps_and_var(
@@ -276,17 +318,73 @@ def _default_alphas_cumprod() -> torch.Tensor:
     return build_scheduler().alphas_cumprod
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :mod:`mrf_monai.diffusion.training` (a plain dictionary).
+def save_model(
+    path: str | os.PathLike, network: nn.Module, hyper_parameters: Mapping[str, Any] | None = None
+) -> Path:
+    """Write MRF-IDDPM weights: ``path`` (plain ``state_dict``) + ``path.with_suffix(".json")``.
 
-    Keys: ``"format"``, ``"hyper_parameters"`` (``{"model": build_model kwargs, "scheduler":
-    build_scheduler kwargs, ...}``), ``"state_dict"`` (the weights to use, EMA when available),
-    and in training checkpoints also ``"model"``, ``"ema"``, ``"optimizer"``, ``"step"``, ``"rng"``.
+    Args:
+        path: weights file, e.g. ``models/model.pt``.
+        network: a network of :func:`build_model` (wrappers are unwrapped); its weights are written.
+        hyper_parameters: further entries (``"scheduler"``: :func:`build_scheduler` kwargs,
+            ``"data"``: basis, sequence, channel scale, ...); ``"format"`` and ``"model"`` (the
+            network's ``hyper_parameters``) are filled in.
     """
-    ckpt = torch.load(os.fspath(path), map_location=map_location, weights_only=False)
-    if not isinstance(ckpt, Mapping) or "hyper_parameters" not in ckpt:
-        raise ValueError(f"{path} is not an mrf_monai diffusion checkpoint (no 'hyper_parameters').")
-    return dict(ckpt)
+    bare = unwrap_model(network)
+    model_hp = getattr(bare, "hyper_parameters", None)
+    if model_hp is None:
+        raise TypeError("save_model needs a network built by build_model (it records its hyper_parameters)")
+    hp = {"format": CHECKPOINT_FORMAT, **dict(hyper_parameters or {}), "model": dict(model_hp)}
+    return save_weights(path, bare.state_dict(), hp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read MRF-IDDPM weights or a training checkpoint safely (``torch.load(weights_only=True)``).
+
+    Args:
+        path: weights (``model.pt`` with ``model.json`` beside it: exported by the trainer or
+            :func:`save_model`) or a training checkpoint (``checkpoints/checkpoint_<step>.pt``).
+        map_location: device of the loaded tensors.
+
+    Returns:
+        one view of both: ``"format"``, ``"hyper_parameters"`` (``{"model": build_model kwargs,
+        "scheduler": build_scheduler kwargs, "data": ..., ...}``), ``"state_dict"`` (the weights
+        inference uses: EMA), ``"step"``, ``"best_metric"``; a training checkpoint also has
+        ``"model"`` (raw weights), ``"ema"``, ``"optimizer"``, ``"rng"``, ``"history"``, ...
+
+    Raises:
+        FileNotFoundError: missing file (or the ``.json`` of a weights file).
+        mrf_monai.io.weights.WeightsFileError: a file that a safe load refuses, or of another format
+            (e.g. an older release's pickled checkpoint, to be re-exported or converted).
+    """
+    return read_model_file(path, map_location, CHECKPOINT_FORMAT, "MRF-IDDPM model")
+
+
+def load_model(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", weights: str = "auto"
+) -> tuple[DiffusionModelUNet, dict[str, Any]]:
+    """Rebuild the MRF-IDDPM network of a weights file (or training checkpoint) and load its weights.
+
+    Args:
+        path: ``models/model.pt`` (with ``models/model.json``) or ``checkpoints/checkpoint_<step>.pt``.
+        map_location: device of the returned network.
+        weights: ``"auto"`` (the exported/EMA weights), ``"ema"`` or ``"model"`` (the raw,
+            non-averaged training weights; training checkpoints only).
+
+    Returns:
+        ``(network, hyper_parameters)``: the network in eval mode on ``map_location``, and
+        ``{"format", "model", "scheduler", "loss", "training", "data", "step", "best_metric", ...}``
+        (``data``: ``basis`` (T, R) complex64, ``sequence``, ``sequence_key``, ``channel_scale``,
+        ``patch_size``, ...).
+    """
+    ckpt = load_checkpoint(path)
+    hp = {
+        "format": ckpt["format"],
+        **dict(ckpt["hyper_parameters"]),
+        "step": ckpt.get("step"),
+        "best_metric": ckpt.get("best_metric"),
+    }
+    return load_checkpoint_model(ckpt, map_location=map_location, weights=weights), hp
 
 
 def load_checkpoint_model(
@@ -295,10 +393,10 @@ def load_checkpoint_model(
     weights: str = "auto",
     strict: bool = True,
 ) -> DiffusionModelUNet:
-    """Rebuild the network from the hyper-parameters stored in a checkpoint and load its weights.
+    """Rebuild the network from the stored hyper-parameters and load its weights.
 
     Args:
-        path: checkpoint file (or an already loaded checkpoint dictionary).
+        path: weights file, training checkpoint, or what :func:`load_checkpoint` returned.
         map_location: device of the returned network.
         weights: ``"auto"`` (``state_dict``, i.e. EMA weights when stored, else ``ema``, else
             ``model``), ``"ema"`` or ``"model"`` (the raw, non-averaged training weights).
@@ -308,8 +406,7 @@ def load_checkpoint_model(
         the network in eval mode on ``map_location``.
     """
     ckpt = dict(path) if isinstance(path, Mapping) else load_checkpoint(path, map_location="cpu")
-    hparams = dict(ckpt["hyper_parameters"]["model"])
-    model = build_model(**hparams)
+    model = build_model(**dict(ckpt["hyper_parameters"]["model"]))
     if weights == "auto":
         order = ("state_dict", "ema", "model")
     elif weights in ("ema", "model"):
@@ -326,6 +423,14 @@ def load_checkpoint_model(
 
 
 def scheduler_from_checkpoint(path: str | os.PathLike | Mapping[str, Any]) -> DDPMScheduler:
-    """The training noise schedule stored in a checkpoint (:func:`build_scheduler` kwargs)."""
-    ckpt = dict(path) if isinstance(path, Mapping) else load_checkpoint(path)
-    return build_scheduler(**ckpt["hyper_parameters"].get("scheduler", {}))
+    """The training noise schedule of a model (:func:`build_scheduler` kwargs).
+
+    Args:
+        path: weights file or training checkpoint, what :func:`load_checkpoint` returned, or the
+            hyper-parameters that :func:`load_model` returned.
+    """
+    if isinstance(path, Mapping):
+        hp = path["hyper_parameters"] if "hyper_parameters" in path else path
+    else:
+        hp = load_checkpoint(path)["hyper_parameters"]
+    return build_scheduler(**dict(hp.get("scheduler") or {}))

@@ -13,10 +13,14 @@ from mrf_monai.diffusion.model import (
     build_model,
     build_scheduler,
     load_checkpoint_model,
+    load_model,
     model_hyper_parameters,
     predict_eps_and_var,
+    save_model,
     scheduler_from_checkpoint,
+    scheduler_hyper_parameters,
 )
+from mrf_monai.io.weights import WeightsFileError, save_training_checkpoint
 
 TINY = dict(
     channels=(8, 16), attention_levels=(False, True), num_res_blocks=1, num_head_channels=8, norm_num_groups=8
@@ -113,6 +117,19 @@ def test_linear_schedule():
     assert not s.clip_sample
 
 
+def test_factories_record_their_arguments_and_seed_the_weights():
+    net = build_model(rank=1, init_seed=3, **TINY)
+    assert net.hyper_parameters == model_hyper_parameters(rank=1, **TINY)
+    again = build_model(rank=1, init_seed=3, **TINY)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), again.parameters()))
+    state = torch.get_rng_state()
+    build_model(rank=1, init_seed=4, **TINY)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is untouched
+    sched = build_scheduler(num_train_timesteps=500, beta_end=0.03)
+    assert sched.hyper_parameters == scheduler_hyper_parameters(500, beta_end=0.03)
+    assert torch.allclose(build_scheduler(**sched.hyper_parameters).betas, sched.betas)
+
+
 def test_checkpoint_roundtrip(tmp_path):
     torch.manual_seed(0)
     hp = model_hyper_parameters(rank=1, learn_sigma=True, **TINY)
@@ -120,26 +137,68 @@ def test_checkpoint_roundtrip(tmp_path):
     ema = build_model(**hp)
     for p in ema.parameters():
         torch.nn.init.normal_(p, std=0.05)
-    path = tmp_path / "model.pt"
-    torch.save(
+    scheduler = {"num_train_timesteps": 500, "beta_end": 0.03}
+    # exported weights: plain state dict + JSON
+    path = save_model(tmp_path / "model.pt", ema, {"scheduler": scheduler, "step": 7})
+    assert (tmp_path / "model.json").is_file()
+    # a training checkpoint: EMA ("state_dict") and raw weights ("model") in one safe dictionary
+    ckpt_path = save_training_checkpoint(
+        tmp_path / "checkpoint_00000007.pt",
         {
             "format": CHECKPOINT_FORMAT,
-            "hyper_parameters": {"model": hp, "scheduler": {"num_train_timesteps": 500, "beta_end": 0.03}},
+            "hyper_parameters": {"model": hp, "scheduler": scheduler},
             "state_dict": ema.state_dict(),
             "model": net.state_dict(),
+            "step": 7,
         },
-        path,
     )
-    loaded = load_checkpoint_model(path)
-    assert not loaded.training
     x, cond, t = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8), torch.tensor([1])
     ema.eval()
     net.eval()
-    assert torch.equal(predict_eps_and_var(loaded, x, t, cond)[0], predict_eps_and_var(ema, x, t, cond)[0])
-    raw = load_checkpoint_model(path, weights="model")
+    for source in (path, ckpt_path):
+        loaded = load_checkpoint_model(source)
+        assert not loaded.training
+        assert torch.equal(
+            predict_eps_and_var(loaded, x, t, cond)[0], predict_eps_and_var(ema, x, t, cond)[0]
+        )
+        sched = scheduler_from_checkpoint(source)
+        assert sched.num_train_timesteps == 500 and abs(float(sched.betas[-1]) - 0.03) < 1e-7
+    raw = load_checkpoint_model(ckpt_path, weights="model")
     assert torch.equal(predict_eps_and_var(raw, x, t, cond)[0], predict_eps_and_var(net, x, t, cond)[0])
-    sched = scheduler_from_checkpoint(path)
-    assert sched.num_train_timesteps == 500 and abs(float(sched.betas[-1]) - 0.03) < 1e-7
+    model, hyper = load_model(path)
+    assert hyper["model"] == hp and hyper["format"] == CHECKPOINT_FORMAT and hyper["step"] == 7
+    assert scheduler_from_checkpoint(hyper).num_train_timesteps == 500
     torch.save({"weights": 1}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a state dict"):
         load_checkpoint_model(tmp_path / "bad.pt")
+    torch.save(ema.state_dict(), tmp_path / "no_json.pt")  # weights without their hyper-parameters
+    with pytest.raises(FileNotFoundError, match="no_json.json"):
+        load_model(tmp_path / "no_json.pt")
+    # the pickled single dictionary of older releases: refused with what to do
+    torch.save(
+        {
+            "format": "mrf_monai.diffusion/1",
+            "hyper_parameters": {"model": hp},
+            "state_dict": ema.state_dict(),
+        },
+        tmp_path / "old.pt",
+    )
+    with pytest.raises(WeightsFileError, match="re-export"):
+        load_model(tmp_path / "old.pt")
+
+
+def test_shipped_weights_rebuild_the_shipped_network():
+    """bundles/mrf_iddpm/models/model.pt + model.json (loaded with weights_only=True)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bundles" / "mrf_iddpm" / "models" / "model.pt"
+    net, hp = load_model(path)
+    assert hp["format"] == CHECKPOINT_FORMAT and hp["model"]["prediction_type"] == "v"
+    assert hp["model"]["channels"] == [32, 64, 64] and hp["data"]["patch_size"] == [32, 32]
+    assert net.in_channels == 20 and net.out_channels == 20 and not net.training
+    assert len(hp["data"]["channel_scale"]) == 10 and hp["data"]["basis"].shape == (200, 5)
+    sched = scheduler_from_checkpoint(hp)
+    assert sched.num_train_timesteps == 1000
+    x, c = torch.zeros(1, 10, 32, 32), torch.zeros(1, 10, 32, 32)
+    eps, v = predict_eps_and_var(net, x, torch.tensor([10]), c, sched.alphas_cumprod)
+    assert torch.isfinite(eps).all() and v is not None and torch.isfinite(v).all()

@@ -1,6 +1,6 @@
 # Copyright (c) mrf_monai developers.
 # Licensed under the Apache License, Version 2.0.
-"""Training loop: determinism, exact resume, EMA, checkpoints, validation and DDP (gloo)."""
+"""MRF-IDDPM training on the shared engine: determinism, exact resume, EMA, checkpoints, validation, DDP."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ import pytest
 import torch
 
 from mrf_monai.diffusion.ema import ExponentialMovingAverage
-from mrf_monai.diffusion.model import build_model, load_checkpoint_model, predict_eps_and_var
-from mrf_monai.diffusion.training import (
-    DiffusionTrainer,
+from mrf_monai.diffusion.losses import DiffusionLoss
+from mrf_monai.diffusion.model import build_model, build_scheduler, load_checkpoint_model, predict_eps_and_var
+from mrf_monai.diffusion.training import DiffusionTrainer
+from mrf_monai.engines import (
     SeededTransformDataset,
     StepBatchSampler,
     default_train_transforms,
     find_last_checkpoint,
     mape,
 )
+from mrf_monai.io.weights import load_training_checkpoint, load_weights
 
 TINY_MODEL = {
     "rank": 1,
@@ -52,14 +54,20 @@ def _pairs(n=4, size=20, channels=2, seed=0):
     return out
 
 
-def _trainer(out_dir, max_steps, data, **kw):
+def _trainer(out_dir, max_steps, data, model_kwargs=TINY_MODEL, lr=1e-3, loss_type="hybrid", **kw):
+    """A trainer with the objects a bundle config builds: network, optimiser, loss."""
+    network = build_model(**model_kwargs, init_seed=0)
+    loss = DiffusionLoss(
+        build_scheduler(), loss_type=loss_type, prediction_type=model_kwargs.get("prediction_type", "epsilon")
+    )
     args = dict(
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), lr=lr),
+        loss_function=loss,
         train_dataset=data,
         output_dir=out_dir,
-        model_kwargs=TINY_MODEL,
         max_steps=max_steps,
         batch_size=2,
-        lr=1e-3,
         ema_decay=0.9,
         train_transforms=default_train_transforms(patch_size=(8, 8)),
         checkpoint_every=3,
@@ -84,9 +92,9 @@ def test_seeded_transforms_and_sampler():
     # image and cond are cropped/flipped jointly: the crop of cond - image is the same crop of the noise
     others = [ds[(1, s)]["image"] for s in range(5)]
     assert any(not torch.equal(o, a["image"]) for o in others)
-    s0 = StepBatchSampler(10, 4, seed=0, rank=0, start_step=0, max_steps=5)
-    s1 = StepBatchSampler(10, 4, seed=0, rank=1, start_step=0, max_steps=5)
-    resumed = StepBatchSampler(10, 4, seed=0, rank=0, start_step=2, max_steps=5)
+    s0 = StepBatchSampler(10, 4, seed=0, process_rank=0, start_step=0, max_steps=5)
+    s1 = StepBatchSampler(10, 4, seed=0, process_rank=1, start_step=0, max_steps=5)
+    resumed = StepBatchSampler(10, 4, seed=0, process_rank=0, start_step=2, max_steps=5)
     assert list(s0)[2:] == list(resumed)
     assert list(s0) != list(s1)
     assert len(resumed) == 3
@@ -141,14 +149,22 @@ def test_resume_is_exact_and_checkpoints_are_complete(tmp_path):
 
     last = find_last_checkpoint(tmp_path / "full" / "checkpoints")
     assert last is not None and last.name == "checkpoint_00000006.pt"
-    ckpt = torch.load(last, weights_only=False)
+    ckpt = torch.load(last, weights_only=True)  # training checkpoints load safely
     for key in ("model", "ema", "optimizer", "lr_scheduler", "step", "rng", "hyper_parameters", "state_dict"):
         assert key in ckpt
     assert ckpt["hyper_parameters"]["model"]["channels"] == [8, 16]
+    assert set(load_training_checkpoint(last)) == set(ckpt)
     # the exported model (best by validation) rebuilds without any config and holds EMA weights
     model = load_checkpoint_model(tmp_path / "models" / "model.pt")
-    best = torch.load(tmp_path / "full" / "checkpoints" / "best.pt", weights_only=False)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in best["state_dict"].items())
+    best, best_hp = load_weights(tmp_path / "full" / "checkpoints" / "best.pt")
+    best_step = min(summary["history"], key=lambda h: h["metric"])["step"]
+    assert best_hp["model"] == ckpt["hyper_parameters"]["model"] and best_hp["step"] == best_step
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+    # the exported weights are a plain state dict (what monai.bundle ckpt_export loads)
+    plain = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
+    assert (
+        all(isinstance(v, torch.Tensor) for v in plain.values()) and plain.keys() == model.state_dict().keys()
+    )
     final = load_checkpoint_model(tmp_path / "full" / "model_final.pt")
     x, c, t = torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8), torch.tensor([10])
     assert torch.equal(
@@ -209,6 +225,46 @@ def test_validation_with_dictionary(tmp_path):
     ) == pytest.approx(5.0)
 
 
+def test_init_from_starts_a_new_run_and_resuming_takes_precedence(tmp_path):
+    """init_from: network, EMA and channel scale from exported weights, fresh optimiser and step 0;
+    a run folder with checkpoints resumes bit-exactly (the file is then not even read)."""
+    from mrf_monai.io.weights import WeightsFileError
+
+    data = _pairs()
+    base = _trainer(tmp_path / "base", 3, data, val_every=0)
+    base.run()
+    start = tmp_path / "base" / "model_final.pt"
+    state, hp = load_weights(start)
+    tr = _trainer(tmp_path / "ft", 4, _pairs(seed=1), val_every=0, init_from=start)
+    assert tr.step == 0 and not tr.optimizer.state
+    assert all(torch.equal(state[k], v) for k, v in tr.network.state_dict().items())
+    assert all(torch.equal(state[k], v) for k, v in tr.ema.module.state_dict().items())
+    assert torch.equal(tr.channel_scale, torch.tensor(hp["data"]["channel_scale"]))
+    assert tr.init_info["step"] == 3 and tr.init_info["channel_scale"] == "init_from"
+    tr.run()
+    # the same fine-tuning interrupted after 2 steps and resumed (init_from now points nowhere)
+    _trainer(tmp_path / "part", 2, _pairs(seed=1), val_every=0, init_from=start).run()
+    resumed = _trainer(tmp_path / "part", 4, _pairs(seed=1), val_every=0, init_from=tmp_path / "gone.pt")
+    resumed.run()
+    for (k, a), b in zip(tr.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(tr.ema.module.parameters(), resumed.ema.module.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(tr.channel_scale, resumed.channel_scale)
+    _, ft_hp = load_weights(tmp_path / "ft" / "model_final.pt")
+    _, part_hp = load_weights(tmp_path / "part" / "model_final.pt")
+    assert ft_hp["training"]["init_from"] == part_hp["training"]["init_from"] == tr.init_info
+    assert ft_hp["training"]["init_from"]["path"] == str(start) and ft_hp["step"] == 4
+    assert base.weights_hyper_parameters()["training"]["init_from"] is None  # trained from scratch
+    # another network: the error names what differs
+    with pytest.raises(WeightsFileError, match=r"channels: \[8, 16\] in the file, \[16, 16\] in the config"):
+        _trainer(
+            tmp_path / "other", 1, data, init_from=start, model_kwargs={**TINY_MODEL, "channels": [16, 16]}
+        )
+    with pytest.raises(FileNotFoundError):
+        _trainer(tmp_path / "none", 1, data, init_from=tmp_path / "gone.pt")
+
+
 def test_hybrid_requires_learned_sigma(tmp_path):
     with pytest.raises(ValueError):
         _trainer(tmp_path, 1, _pairs(1), model_kwargs={**TINY_MODEL, "learn_sigma": False})
@@ -217,18 +273,22 @@ def test_hybrid_requires_learned_sigma(tmp_path):
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch, torch.distributed as dist
-    from mrf_monai.diffusion.training import DiffusionTrainer, default_train_transforms
+    from mrf_monai.diffusion.losses import DiffusionLoss
+    from mrf_monai.diffusion.model import build_model, build_scheduler
+    from mrf_monai.diffusion.training import DiffusionTrainer
+    from mrf_monai.engines import default_train_transforms
     g = torch.Generator().manual_seed(0)
     data = [{"image": torch.randn(2, 16, 16, generator=g), "cond": torch.randn(2, 16, 16, generator=g)}
             for _ in range(4)]
-    model = {"rank": 1, "channels": [8, 16], "attention_levels": [False, True], "num_res_blocks": 1,
-             "num_head_channels": 8, "norm_num_groups": 8}
-    tr = DiffusionTrainer(data, sys.argv[1], model_kwargs=model, max_steps=2, batch_size=2,
+    net = build_model(rank=1, channels=[8, 16], attention_levels=[False, True], num_res_blocks=1,
+                      num_head_channels=8, norm_num_groups=8, init_seed=0)
+    tr = DiffusionTrainer(net, torch.optim.Adam(net.parameters(), lr=1e-4), DiffusionLoss(build_scheduler()),
+                          data, sys.argv[1], max_steps=2, batch_size=2,
                           train_transforms=default_train_transforms(patch_size=(8, 8)), checkpoint_every=2,
-                          progress=False, tensorboard=False, num_threads=1)
+                          progress=False, tensorboard=False, num_threads=1, max_time_s=3600)
     tr.run()
-    torch.save({"net": tr.network.state_dict(), "batch": tr._loader().batch_sampler.batch(0)},
-               f"{sys.argv[1]}/rank{tr.rank}.pt")
+    torch.save({"net": tr.network.state_dict(), "batch": tr.loader().batch_sampler.batch(0)},
+               f"{sys.argv[1]}/rank{tr.process_rank}.pt")
     dist.destroy_process_group()
     """
 )
@@ -250,11 +310,11 @@ def test_ddp_two_processes_gloo(tmp_path):
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0 = torch.load(tmp_path / "run" / "rank0.pt", weights_only=False)
-    r1 = torch.load(tmp_path / "run" / "rank1.pt", weights_only=False)
+    r0 = torch.load(tmp_path / "run" / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "run" / "rank1.pt", weights_only=True)
     for k, v in r0["net"].items():
         assert torch.equal(v, r1["net"][k]), k  # DDP kept the replicas in sync
     assert r0["batch"] != r1["batch"]  # each rank draws its own data
-    ckpt = torch.load(Path(tmp_path / "run" / "checkpoints" / "checkpoint_00000002.pt"), weights_only=False)
+    ckpt = load_training_checkpoint(Path(tmp_path / "run" / "checkpoints" / "checkpoint_00000002.pt"))
     assert ckpt["hyper_parameters"]["training"]["world_size"] == 2
     assert len(ckpt["rng"]) == 2
