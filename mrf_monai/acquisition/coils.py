@@ -1,4 +1,27 @@
-"""Coil sensitivities: Walsh adaptive estimation and a simple simulation model."""
+"""Coil sensitivities: Walsh and Inati adaptive estimation, combination, and a simple simulation model.
+
+Two estimators from the coil images themselves (no calibration scan), with one interface
+(``estimate_coil_maps(images, method="walsh" | "inati", kernel_size=7, mask_threshold=None)``):
+
+* Walsh et al. (MRM 2000): at every pixel, the dominant eigenvector of the ``C x C`` coil
+  covariance averaged over a square neighbourhood (``C^2`` products and one eigen-decomposition
+  per pixel); phase relative to the strongest coil.
+* Inati, Hansen & Kellman (ISMRM 2014, "A fast optimal method for coil sensitivity estimation
+  and adaptive coil combination for complex images"): the same local signal model solved by
+  a power iteration that never forms the covariance. With maps ``S`` and the combined image
+  ``rho = sum_c conj(S_c) x_c``, one step is ``S_c <- smooth(x_c conj(rho))``, normalised per
+  pixel: ``smooth(x_c conj(rho)) = smooth(sum_b x_c conj(x_b) S_b)`` is the locally averaged
+  covariance applied to ``S``, so the iteration converges to Walsh's eigenvector where ``S``
+  is locally constant, at ``O(C)`` instead of ``O(C^2)`` work per pixel and without
+  eigen-decompositions. The phase is referenced to one virtual coil (the normalised sum of all
+  coil images over the slice) rather than to one physical coil.
+
+Both return maps with ``sum_c |S_c|^2 = 1`` so that :func:`combine_coils` (``sum_c conj(S_c)
+x_c``) is the sensitivity-weighted (Roemer) combination for white noise: prewhiten first
+(:mod:`mrf_monai.acquisition.prewhitening`) when the channels' noise is correlated. Their
+accuracy and cost on simulated coils are measured by ``benchmarks/bench_coils.py``
+(``docs/scanner-data.md``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +32,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["estimate_coil_maps_walsh", "simulate_coil_maps", "combine_coils"]
+__all__ = [
+    "COIL_MAP_METHODS",
+    "estimate_coil_maps",
+    "estimate_coil_maps_walsh",
+    "estimate_coil_maps_inati",
+    "simulate_coil_maps",
+    "combine_coils",
+]
+
+#: Names accepted by :func:`estimate_coil_maps` (and by the gridder's ``coil_maps`` option).
+COIL_MAP_METHODS = ("walsh", "inati")
+
+
+def _as_coil_images(images: torch.Tensor | np.ndarray, kernel_size: int) -> torch.Tensor:
+    """``(C, E, Nx, Ny)`` complex64 view of ``(C, ..., Nx, Ny)`` images, with checks."""
+    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+    if x.ndim < 3:
+        raise ValueError(f"images must be (C, ..., Nx, Ny), got {tuple(x.shape)}.")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+    x = x.to(torch.complex64)
+    return x.reshape(x.shape[0], -1, x.shape[-2], x.shape[-1])
+
+
+def _box_smooth(z: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Mean of complex ``z (C, Nx, Ny)`` over a ``kernel_size`` square (shrinking at the edges)."""
+    c = z.shape[0]
+    parts = torch.cat([z.real, z.imag], 0)[None]
+    parts = F.avg_pool2d(parts, kernel_size, stride=1, padding=kernel_size // 2, count_include_pad=False)[0]
+    return torch.complex(parts[:c], parts[c:])
 
 
 def estimate_coil_maps_walsh(
@@ -32,20 +84,12 @@ def estimate_coil_maps_walsh(
         phase relative to the strongest coil, so ``sum_c conj(S_c) images_c`` is the
         combined image with the (smooth) phase of that coil.
     """
-    x = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
-    if x.ndim < 3:
-        raise ValueError(f"images must be (C, ..., Nx, Ny), got {tuple(x.shape)}.")
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
-    x = x.to(torch.complex64)
+    x = _as_coil_images(images, kernel_size)
     n_coils = int(x.shape[0])
     nx, ny = int(x.shape[-2]), int(x.shape[-1])
-    x = x.reshape(n_coils, -1, nx, ny)
     # covariance R[a, b] = sum over extra axes of x_a conj(x_b), then the local average
     cov = torch.einsum("aexy,bexy->abxy", x, x.conj()).reshape(n_coils * n_coils, nx, ny)
-    parts = torch.cat([cov.real, cov.imag], 0)[None]
-    parts = F.avg_pool2d(parts, kernel_size, stride=1, padding=kernel_size // 2, count_include_pad=False)[0]
-    cov = torch.complex(parts[: n_coils * n_coils], parts[n_coils * n_coils :])
+    cov = _box_smooth(cov, kernel_size)
     cov = cov.reshape(n_coils, n_coils, nx * ny).permute(2, 0, 1)
     cov = 0.5 * (cov + cov.conj().transpose(-1, -2))
     evals, evecs = torch.linalg.eigh(cov)
@@ -58,6 +102,70 @@ def estimate_coil_maps_walsh(
         top = evals[..., -1].reshape(nx, ny)
         maps = maps * (top >= mask_threshold * top.max())
     return maps.contiguous()
+
+
+def estimate_coil_maps_inati(
+    images: torch.Tensor | np.ndarray,
+    kernel_size: int = 7,
+    mask_threshold: float | None = None,
+    n_iter: int = 5,
+    tol: float = 1e-3,
+) -> torch.Tensor:
+    """Inati's fast adaptive coil sensitivities (power iteration without covariance, module docs).
+
+    Args:
+        images: ``(C, Nx, Ny)`` complex coil images; extra axes ``(C, ..., Nx, Ny)`` (e.g. the
+            subspace components of each coil) are pooled, as in Walsh's covariance.
+        kernel_size: side of the square (odd) over which ``x_c conj(rho)`` is averaged.
+        mask_threshold: if given, maps are set to 0 where the local signal power (the
+            smoothed ``||sum_e x conj(rho)||``, Walsh's dominant eigenvalue at convergence) is
+            below ``mask_threshold`` times its maximum (background).
+        n_iter: largest number of iterations (on gridded MRF coil images the combined image
+            stops changing after 3 to 5: ``benchmarks/bench_coils.py``).
+        tol: stop once the relative change of the maps (over the slice) is below ``tol``.
+
+    Returns:
+        ``(C, Nx, Ny)`` complex64 maps with ``sum_c |S_c|^2 = 1`` at every unmasked pixel and
+        phase relative to the virtual reference coil, on the device of ``images``.
+    """
+    x = _as_coil_images(images, kernel_size)
+    n_coils = int(x.shape[0])
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be at least 1, got {n_iter}.")
+    tiny = torch.finfo(torch.float32).tiny
+    # virtual reference coil: the normalised sum of every coil image over the slice
+    ref = x.sum(dim=(1, 2, 3))
+    ref = ref / torch.linalg.vector_norm(ref).clamp_min(tiny)
+    maps = ref[:, None, None].expand(n_coils, *x.shape[-2:]).contiguous()
+    power = None
+    for _ in range(int(n_iter)):
+        rho = torch.einsum("cxy,cexy->exy", maps.conj(), x)  # combined images with the current maps
+        d = _box_smooth(torch.einsum("cexy,exy->cxy", x, rho.conj()), kernel_size)
+        power = torch.linalg.vector_norm(d, dim=0)
+        new = d / power.clamp_min(tiny)
+        phase = torch.einsum("c,cxy->xy", ref.conj(), new)
+        new = new * (phase.conj() / phase.abs().clamp_min(tiny))
+        change = float(torch.linalg.vector_norm(new - maps) / torch.linalg.vector_norm(maps).clamp_min(tiny))
+        maps = new
+        if change < tol:
+            break
+    if mask_threshold is not None:
+        maps = maps * (power >= mask_threshold * power.max())
+    return maps.contiguous()
+
+
+def estimate_coil_maps(
+    images: torch.Tensor | np.ndarray,
+    method: str = "walsh",
+    kernel_size: int = 7,
+    mask_threshold: float | None = None,
+) -> torch.Tensor:
+    """Coil maps ``(C, Nx, Ny)`` from coil images ``(C, ..., Nx, Ny)``; ``method`` "walsh" or "inati"."""
+    if method == "walsh":
+        return estimate_coil_maps_walsh(images, kernel_size=kernel_size, mask_threshold=mask_threshold)
+    if method == "inati":
+        return estimate_coil_maps_inati(images, kernel_size=kernel_size, mask_threshold=mask_threshold)
+    raise ValueError(f"unknown coil map method {method!r}; choose one of {', '.join(COIL_MAP_METHODS)}")
 
 
 def combine_coils(images: torch.Tensor, coil_maps: torch.Tensor) -> torch.Tensor:

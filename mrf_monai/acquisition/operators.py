@@ -32,7 +32,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .density import pipe_menon_dcf
 from .nufft import Nufft2D
 
 __all__ = ["SubspaceNufftOperator", "ToeplitzSubspaceNormal", "grid_subspace", "toeplitz_kernels"]
@@ -214,6 +213,13 @@ class SubspaceNufftOperator:
         """
         return self._backproject(kspace, self._require_dcf(), any_coils=True)
 
+    def adjoint_coils(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Exact adjoint (no density compensation) of each coil, ``(C, T, S)`` -> ``(C, R, Nx, Ny)``.
+
+        No coil maps are applied (works for any number of coils).
+        """
+        return self._backproject(kspace, None, any_coils=True)
+
     # -------------------------------------------------------------- normal operators
     def toeplitz(self, density_compensated: bool = False) -> ToeplitzSubspaceNormal:
         """The Toeplitz normal operator ``A^H A`` (or ``A^H D A`` when ``density_compensated``).
@@ -296,29 +302,24 @@ def grid_subspace(
 ) -> torch.Tensor:
     """Calibrated gridding of MRF k-space into the subspace (the aliased SVD-MRF image).
 
+    The one-call form of :meth:`mrf_monai.acquisition.gridding.SubspaceGridder.grid` (the
+    gridding front end; use a ``SubspaceGridder`` to reuse its caches across slices).
+
     Args:
         kspace: ``(C, T, S)`` (or ``(T, S)`` for one coil) complex samples.
         traj: ``(T, S, 2)`` cycles per pixel. basis: ``(T, R)``.
         image_shape: ``(Nx, Ny)``.
-        coil_maps: ``(C, Nx, Ny)``; ``None`` with several coils estimates them with
-            :func:`mrf_monai.acquisition.coils.estimate_coil_maps_walsh` from the per-coil
-            gridded subspace images.
+        coil_maps: ``(C, Nx, Ny)``; ``None`` with several coils estimates Walsh maps from the
+            per-coil gridded subspace images.
         dcf: ``(T, S)``; ``None`` computes :func:`pipe_menon_dcf` of ``traj``.
-        kwargs: ``eps``, ``backend``, ``device`` of :class:`SubspaceNufftOperator`.
+        kwargs: ``eps``, ``backend``, ``device`` (default: the trajectory's) and the other
+            options of ``SubspaceGridder``.
 
     Returns:
         ``(R, Nx, Ny)`` complex64.
     """
-    k = _tensor(kspace)
-    if k.ndim == 2:
-        k = k[None]
-    if dcf is None:
-        dcf = pipe_menon_dcf(_tensor(traj), image_shape)
-    if coil_maps is None and k.shape[0] > 1:
-        from .coils import combine_coils, estimate_coil_maps_walsh
+    from .gridding import SubspaceGridder  # the front end builds on this module
 
-        op = SubspaceNufftOperator(traj, basis, image_shape, None, dcf, **kwargs)
-        coil_imgs = op.grid_coils(k)
-        return combine_coils(coil_imgs, estimate_coil_maps_walsh(coil_imgs))
-    op = SubspaceNufftOperator(traj, basis, image_shape, coil_maps, dcf, **kwargs)
-    return op.grid(k)
+    if kwargs.get("device") is None:
+        kwargs["device"] = traj.device if isinstance(traj, torch.Tensor) else None
+    return SubspaceGridder(**kwargs).grid(kspace, traj, basis, image_shape, coil_maps=coil_maps, dcf=dcf)

@@ -24,19 +24,21 @@ term for white noise.
 
 The solver is FISTA (Beck & Teboulle 2009) with the gradient-based adaptive restart of
 O'Donoghue & Candes (2015); the TV prox is a few warm-started FGP iterations; the step is
-``1 / L`` with ``L`` from a power iteration on the normal operator.
+``1 / L`` with ``L`` from a power iteration on the normal operator. The solvers live in
+:mod:`mrf_monai.algorithms` (re-exported here); each slice's problem comes from the gridding
+front end (:meth:`mrf_monai.acquisition.gridding.SubspaceGridder.slice_problem`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
+from monai.inferers import Inferer
 
+from mrf_monai.acquisition.gridding import SubspaceGridder
+from mrf_monai.algorithms import FistaResult, fista, power_iteration, quadratic_objective
 from mrf_monai.baselines.tv import total_variation, tv_prox
 
 __all__ = [
@@ -46,118 +48,10 @@ __all__ = [
     "FistaResult",
     "lrtv_solve",
     "LRTVReconstructor",
+    "LRTVInferer",
 ]
 
 LinearOperator = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _real_inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``Re <a, b>`` summed over all elements."""
-    return (a.conj() * b).real.sum() if a.is_complex() else (a * b).sum()
-
-
-def power_iteration(
-    normal: LinearOperator,
-    x0: torch.Tensor,
-    n_iter: int = 20,
-    generator: torch.Generator | None = None,
-) -> float:
-    """Largest eigenvalue of a self-adjoint positive semi-definite operator.
-
-    Args:
-        normal: the operator, e.g. ``A^H W A``.
-        x0: a tensor with the operator's input shape, dtype and device (its values are
-            replaced by a random start vector).
-        n_iter: iterations (the estimate is a lower bound that increases monotonically).
-        generator: optional CPU random generator for a reproducible start vector.
-
-    Returns:
-        The Rayleigh quotient after ``n_iter`` iterations (a Python float).
-    """
-    if x0.is_complex():
-        re = torch.randn(x0.shape, generator=generator, dtype=x0.real.dtype)
-        im = torch.randn(x0.shape, generator=generator, dtype=x0.real.dtype)
-        v = torch.complex(re, im).to(device=x0.device, dtype=x0.dtype)
-    else:
-        v = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
-    v = v / torch.linalg.vector_norm(v)
-    eig = torch.zeros((), device=x0.device)
-    for _ in range(n_iter):
-        w = normal(v)
-        eig = _real_inner(v, w)
-        norm = torch.linalg.vector_norm(w)
-        if norm == 0:
-            return 0.0
-        v = w / norm
-    return float(eig)
-
-
-def quadratic_objective(normal: LinearOperator, rhs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``1/2 Re <x, N x> - Re <x, b>``: the data term ``1/2 ||W^{1/2}(A x - y)||^2`` up to a
-    constant, computed from the normal operator ``N = A^H W A`` and ``b = A^H W y`` only."""
-    return 0.5 * _real_inner(x, normal(x)) - _real_inner(x, rhs)
-
-
-@dataclass
-class FistaResult:
-    """Output of :func:`fista`: the solution and the per-iteration objective (when tracked)."""
-
-    x: torch.Tensor
-    objective: list[float] = field(default_factory=list)
-    step: float = 0.0
-    n_restarts: int = 0
-
-
-def fista(
-    normal: LinearOperator,
-    rhs: torch.Tensor,
-    prox: Callable[[torch.Tensor, float], torch.Tensor],
-    x0: torch.Tensor,
-    step: float,
-    n_iter: int = 30,
-    regulariser: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    restart: bool = True,
-    track_objective: bool = False,
-) -> FistaResult:
-    """FISTA for ``min_x 1/2 Re<x, N x> - Re<x, b> + g(x)`` with a prox of ``g``.
-
-    Args:
-        normal: the self-adjoint normal operator ``N`` (e.g. Toeplitz ``A^H W A``).
-        rhs: ``b = A^H W y``.
-        prox: ``prox(v, t) = argmin_x 1/2 ||x - v||^2 + t g(x)``.
-        x0: initial point (e.g. the gridding image).
-        step: gradient step ``<= 1 / ||N||``.
-        n_iter: iterations.
-        regulariser: ``g(x)``; only used when ``track_objective``.
-        restart: adaptive momentum restart when the momentum points uphill (O'Donoghue &
-            Candes 2015), which removes FISTA's ripples.
-        track_objective: record ``f(x_k) + g(x_k)`` after every iteration (one extra
-            normal-operator application per iteration).
-
-    Returns:
-        :class:`FistaResult`.
-    """
-    x = x0.clone()
-    y = x.clone()
-    t = 1.0
-    history: list[float] = []
-    n_restarts = 0
-    for _ in range(n_iter):
-        grad = normal(y) - rhs
-        x_new = prox(y - step * grad, step)
-        if restart and _real_inner(y - x_new, x_new - x) > 0:
-            # momentum points uphill: drop it (gradient restart)
-            t = 1.0
-            n_restarts += 1
-        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
-        y = x_new + ((t - 1.0) / t_new) * (x_new - x)
-        x, t = x_new, t_new
-        if track_objective:
-            value = quadratic_objective(normal, rhs, x)
-            if regulariser is not None:
-                value = value + regulariser(x)
-            history.append(float(value))
-    return FistaResult(x=x, objective=history, step=step, n_restarts=n_restarts)
 
 
 def lrtv_solve(
@@ -244,9 +138,10 @@ class LRTVReconstructor:
         preconditioned: density-compensated data term (``A^H D A``, ``A^H D y``; default) or
             plain least squares (``A^H A``, ``A^H y``); see the module docstring.
         power_iter: power iterations for the step size.
-        device: where FISTA runs (the Toeplitz normal operator is pure torch); the NUFFTs of
-            the set-up run on the CPU.
+        device: where FISTA runs (the Toeplitz normal operator is pure torch).
         seed: seed of the power iteration's start vector (reproducible output).
+        gridder: the gridding front end that sets up each slice's problem (NUFFTs, density,
+            coil maps); default ``SubspaceGridder()`` (on the CPU).
     """
 
     def __init__(
@@ -259,6 +154,7 @@ class LRTVReconstructor:
         power_iter: int = 15,
         device: str | torch.device = "cpu",
         seed: int = 0,
+        gridder: SubspaceGridder | None = None,
     ) -> None:
         if lam < 0:
             raise ValueError(f"lam must be >= 0, got {lam}")
@@ -270,7 +166,7 @@ class LRTVReconstructor:
         self.power_iter = int(power_iter)
         self.device = torch.device(device)
         self.seed = int(seed)
-        self._cache: tuple[str, torch.Tensor, Any, Any] | None = None
+        self.gridder = SubspaceGridder() if gridder is None else gridder
 
     def solve(self, normal: LinearOperator, rhs: torch.Tensor, x0: torch.Tensor | None = None) -> FistaResult:
         """Run LRTV on a given problem ``(normal, rhs)`` (``rhs (R, Nx, Ny)``) with the relative ``lam``."""
@@ -301,57 +197,18 @@ class LRTVReconstructor:
     def problem(
         self, raw: Any, slice_index: int, basis: torch.Tensor
     ) -> tuple[LinearOperator, torch.Tensor, torch.Tensor]:
-        """The LRTV problem of one slice: ``(normal, rhs, grid)``.
+        """The LRTV problem of one slice: ``(normal, rhs, grid)`` on :attr:`device`.
 
-        ``grid`` is the calibrated gridding image (the SVD-MRF reconstruction: Pipe-Menon
-        density compensation, Walsh coil maps from the per-coil gridded subspace images, as
-        :func:`mrf_monai.acquisition.operators.grid_subspace`); ``rhs`` is ``grid`` (=
-        ``A^H D y``) for the preconditioned problem, else ``A^H y``; ``normal`` applies the
-        Toeplitz ``A^H D A`` (or ``A^H A``) with the slice's coil maps on :attr:`device`. The
-        density compensation and the Toeplitz kernels depend only on the trajectory and the
-        basis and are reused while consecutive slices share them.
+        :meth:`mrf_monai.acquisition.gridding.SubspaceGridder.slice_problem` of the slice:
+        ``grid`` is the calibrated gridding image (the SVD-MRF reconstruction); ``rhs`` is
+        ``grid`` (= ``A^H D y``) for the preconditioned problem, else ``A^H y``; ``normal``
+        applies the Toeplitz ``A^H D A`` (or ``A^H A``) with the slice's coil maps. The density
+        compensation and the Toeplitz kernels are reused while consecutive slices share the
+        trajectory and the basis.
         """
-        from mrf_monai.acquisition.coils import combine_coils, estimate_coil_maps_walsh
-        from mrf_monai.acquisition.density import pipe_menon_dcf
-        from mrf_monai.acquisition.operators import SubspaceNufftOperator
-
-        kspace = torch.as_tensor(np.asarray(raw.kspace[slice_index]))
-        traj_np = np.ascontiguousarray(raw.traj[slice_index])
-        if basis.shape[0] != traj_np.shape[0]:
-            raise ValueError(
-                f"the dictionary's basis has {basis.shape[0]} frames but the raw data have "
-                f"{traj_np.shape[0]}; use a dictionary of the raw data's sequence"
-            )
-        image_shape = (int(raw.matrix[0]), int(raw.matrix[1]))
-        key = hashlib.sha1(
-            traj_np.tobytes() + basis.numpy().tobytes() + repr((image_shape, self.preconditioned)).encode()
-        ).hexdigest()
-        if self._cache is None or self._cache[0] != key:
-            traj = torch.as_tensor(traj_np)
-            dcf = pipe_menon_dcf(traj, image_shape)
-            op = SubspaceNufftOperator(traj, basis, image_shape, None, dcf)
-            toeplitz = op.toeplitz(density_compensated=self.preconditioned).to(self.device)
-            self._cache = (key, dcf, op, toeplitz)
-        _, dcf, op, toeplitz = self._cache
-        if kspace.ndim == 3 and kspace.shape[0] > 1:
-            coil_images = op.grid_coils(kspace)
-            maps = estimate_coil_maps_walsh(coil_images)
-            grid = combine_coils(coil_images, maps)
-            if self.preconditioned:
-                rhs = grid
-            else:
-                rhs = SubspaceNufftOperator(op.traj, basis, image_shape, maps, dcf).adjoint(kspace)
-            maps_dev: torch.Tensor | None = maps.to(self.device, torch.complex64)
-        else:
-            k1 = kspace.reshape(1, *kspace.shape[-2:])
-            grid = op.grid(k1)
-            rhs = grid if self.preconditioned else op.adjoint(k1)
-            maps_dev = None
-
-        def normal(c: torch.Tensor) -> torch.Tensor:
-            return toeplitz(c, coil_maps=maps_dev)
-
-        return normal, rhs, grid
+        p = self.gridder.slice_problem(raw, slice_index, basis, density_compensated=self.preconditioned)
+        p = p.to(self.device)
+        return p.normal, p.rhs, p.grid
 
     def __call__(self, raw: Any, slice_index: int, dictionary: Any) -> dict[str, torch.Tensor]:
         """Reconstruct slice ``slice_index`` of ``raw`` in the subspace of ``dictionary``.
@@ -363,3 +220,43 @@ class LRTVReconstructor:
         normal, rhs, grid = self.problem(raw, slice_index, basis)
         result = self.solve(normal, rhs, x0=grid)
         return {"tsmi": result.x.detach().to("cpu", torch.complex64)}
+
+
+class LRTVInferer(Inferer):
+    """LRTV as the inferer of the pipeline (``mrf_monai/pipeline/configs/lrtv.json``).
+
+    ``inferer(inputs, network=None, problem=...) -> (R, Nx, Ny)``: FISTA with TV on the slice's
+    :class:`~mrf_monai.acquisition.problem.SliceProblem` (built by ``GridSubspaced(problem_key=...)``
+    with the same density, coil maps and caches as the gridding), started at ``inputs`` (the
+    gridding image). Arguments as :class:`LRTVReconstructor`.
+    """
+
+    def __init__(
+        self,
+        lam: float = 0.015,
+        n_iter: int = 30,
+        tv_iter: int = 10,
+        weights: Sequence[float] | None = None,
+        preconditioned: bool = True,
+        power_iter: int = 15,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.solver = LRTVReconstructor(
+            lam, n_iter, tv_iter, weights, preconditioned, power_iter, device, seed
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: Any = None, problem: Any = None) -> torch.Tensor:  # type: ignore[override]
+        if problem is None:
+            raise ValueError(
+                "LRTVInferer needs the slice's problem (GridSubspaced with problem_key='problem')"
+            )
+        if problem.density_compensated != self.solver.preconditioned:
+            raise ValueError(
+                "the slice's problem and LRTV disagree on the data term: set GridSubspaced's "
+                "density_compensated to LRTV's preconditioned"
+            )
+        problem = problem.to(self.solver.device)
+        x0 = torch.as_tensor(inputs).to(self.solver.device, torch.complex64)
+        return self.solver.solve(problem.normal, problem.rhs, x0=x0).x.detach().to(torch.complex64)

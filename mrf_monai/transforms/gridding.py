@@ -1,8 +1,11 @@
-"""MONAI transforms: calibrated subspace gridding of raw MRF k-space (the model's condition)."""
+"""MONAI transforms: calibrated subspace gridding of raw MRF k-space (the model's condition).
+
+Thin wrappers over the gridding front end :class:`mrf_monai.acquisition.gridding.SubspaceGridder`
+(density compensation, coil maps and their caches live there).
+"""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -12,22 +15,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from mrf_monai.acquisition.coils import estimate_coil_maps_walsh
-from mrf_monai.acquisition.density import pipe_menon_dcf
-from mrf_monai.acquisition.operators import SubspaceNufftOperator
+from mrf_monai.acquisition.gridding import SubspaceGridder, basis_tensor
 
 __all__ = ["GridSubspace", "GridSubspaced"]
-
-
-def _basis_tensor(basis: Any) -> torch.Tensor:
-    """A ``(T, R)`` basis tensor from a tensor, an array or an ``MRFDictionary``-like object."""
-    b = getattr(basis, "basis", basis)
-    b = b if isinstance(b, torch.Tensor) else torch.as_tensor(np.asarray(b))
-    if b.ndim != 2:
-        raise ValueError(
-            f"basis must be (T, R) (or an object with a .basis of that shape), got {tuple(b.shape)}."
-        )
-    return b.to(torch.complex64)
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -37,10 +27,10 @@ def _as_tensor(x: Any) -> torch.Tensor:
 class GridSubspace(Transform):
     """Grid raw MRF k-space of one slice into the temporal subspace: ``(R, Nx, Ny)`` complex.
 
-    Calibrated density-compensated gridding (:meth:`SubspaceNufftOperator.grid`) with a
-    Pipe-Menon density computed from the trajectory (cached for repeated trajectories) and,
-    for several coils without given maps, Walsh coil maps estimated from the per-coil gridded
-    subspace images.
+    Calibrated density-compensated gridding (:meth:`SubspaceGridder.grid`): a Pipe-Menon
+    density computed from the trajectory (cached for repeated trajectories) and, for several
+    coils without given maps, Walsh coil maps estimated from the per-coil gridded subspace
+    images.
 
     Args:
         basis: ``(T, R)`` temporal basis, or an ``MRFDictionary``-like object with ``.basis``.
@@ -50,7 +40,8 @@ class GridSubspace(Transform):
         eps, backend: NUFFT accuracy and backend.
 
     ``__call__(kspace (C, T, S) | (T, S), traj (T, S, 2), image_shape=None, coil_maps=None)``
-    runs on the device of ``kspace`` and returns a tensor of shape ``(R, Nx, Ny)``.
+    runs on the device of ``kspace`` (the trajectory is taken in float32) and returns a tensor
+    of shape ``(R, Nx, Ny)``.
     """
 
     backend = [TransformBackends.TORCH]
@@ -64,21 +55,11 @@ class GridSubspace(Transform):
         eps: float = 1e-6,
         backend: str = "auto",
     ) -> None:
-        self.basis = _basis_tensor(basis)
+        self.basis = basis_tensor(basis)
         self.image_shape = None if image_shape is None else (int(image_shape[0]), int(image_shape[1]))
-        self.dcf_iterations = dcf_iterations
-        self.walsh_kernel_size = walsh_kernel_size
-        self.eps = eps
-        self.nufft_backend = backend
-        self._dcf_cache: tuple[str, torch.Tensor] | None = None
-
-    def _dcf(self, traj: torch.Tensor, image_shape: tuple[int, int]) -> torch.Tensor:
-        digest = hashlib.sha1(traj.detach().cpu().numpy().tobytes() + repr(image_shape).encode()).hexdigest()
-        if self._dcf_cache is not None and self._dcf_cache[0] == digest:
-            return self._dcf_cache[1].to(traj.device)
-        dcf = pipe_menon_dcf(traj, image_shape, n_iter=self.dcf_iterations, backend=self.nufft_backend)
-        self._dcf_cache = (digest, dcf)
-        return dcf
+        self.gridder = SubspaceGridder(
+            dcf_iter=dcf_iterations, eps=eps, backend=backend, coil_kernel_size=walsh_kernel_size
+        )
 
     def __call__(
         self,
@@ -88,56 +69,48 @@ class GridSubspace(Transform):
         coil_maps: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         k = _as_tensor(kspace)
-        if k.ndim == 2:
-            k = k[None]
-        if k.ndim != 3:
-            raise ValueError(
-                f"kspace must be (C, T, S) or (T, S) for one slice, got {tuple(k.shape)}; "
-                "select a slice first."
-            )
         shape = image_shape if image_shape is not None else self.image_shape
         if shape is None:
             raise ValueError("image_shape is unknown: pass it to GridSubspace(...) or to the call.")
-        shape = (int(shape[0]), int(shape[1]))
-        t = _as_tensor(traj).to(k.device, torch.float32)
-        n_frames = int(k.shape[1])
-        if int(self.basis.shape[0]) != n_frames:
+        n_frames = int(k.shape[-2]) if k.ndim >= 2 else -1
+        if k.ndim in (2, 3) and int(self.basis.shape[0]) != n_frames:
             raise ValueError(
                 f"basis has {self.basis.shape[0]} frames but the k-space has {n_frames}; "
                 "use the dictionary/basis of the acquired (truncated) sequence."
             )
-        dcf = self._dcf(t, shape)
-        op = SubspaceNufftOperator(
-            t, self.basis, shape, None, dcf, eps=self.eps, backend=self.nufft_backend, device=k.device
-        )
-        coil_imgs = op.grid_coils(k)  # (C, R, Nx, Ny)
-        if coil_maps is None:
-            if k.shape[0] == 1:
-                return coil_imgs[0]
-            coil_maps = estimate_coil_maps_walsh(coil_imgs, kernel_size=self.walsh_kernel_size)
-        maps = _as_tensor(coil_maps).to(k.device, torch.complex64)
-        return (maps.conj()[:, None] * coil_imgs).sum(0)
+        t = _as_tensor(traj).to(k.device, torch.float32)
+        return self.gridder.grid(k, t, self.basis, shape, coil_maps=coil_maps, device=k.device)
 
 
 class GridSubspaced(MapTransform):
-    """Dictionary twin of :class:`GridSubspace`.
+    """Dictionary twin of :class:`GridSubspace`, optionally also building the slice's problem.
 
     Reads ``data[kspace_key]`` ``(C, T, S)`` and ``data[traj_key]`` ``(T, S, 2)`` (optionally
-    ``data[coil_maps_key]`` ``(C, Nx, Ny)`` and ``data[matrix_key]`` ``(Nx, Ny)``) and writes
-    ``data[output_key]``: a :class:`monai.data.MetaTensor` ``(R, Nx, Ny)`` complex64 whose
-    affine is ``data[affine_key]`` when present.
+    ``data[coil_maps_key]`` ``(C, Nx, Ny)``, ``data[dcf_key]`` ``(T, S)`` and ``data[matrix_key]``
+    ``(Nx, Ny)``) and writes ``data[output_key]``: a :class:`monai.data.MetaTensor` ``(R, Nx, Ny)``
+    complex64 whose affine is ``data[affine_key]`` when present. With ``problem_key`` it also
+    writes the slice's :class:`~mrf_monai.acquisition.problem.SliceProblem` (the normal operator
+    of the data term, for LRTV and the diffusion model's k-space data consistency), computed
+    with the same density, coil maps and caches.
 
     Args:
-        basis: ``(T, R)`` basis or an ``MRFDictionary``-like object with ``.basis``.
+        basis: ``(T, R)`` basis or an ``MRFDictionary``-like object with ``.basis``; or ``None``
+            with ``basis_key``.
         image_shape: ``(Nx, Ny)`` if the data do not carry ``matrix_key``.
-        other arguments: key names and :class:`GridSubspace` options.
+        basis_key: read the basis from ``data[basis_key]`` instead (e.g. a network's training
+            basis chosen by :class:`~mrf_monai.transforms.subspace.SubspaceBasisd`).
+        problem_key: also write the :class:`SliceProblem` there (``None``: do not build it).
+        density_compensated: the problem's data term (``A^H D A``; ``False``: ``A^H A``).
+        device: where the NUFFTs run (``None``: CPU, which always works).
+        dcf_iter, coil_maps, coil_kernel_size, eps, backend: :class:`SubspaceGridder` options.
+        other arguments: key names.
     """
 
     backend = GridSubspace.backend
 
     def __init__(
         self,
-        basis: Any,
+        basis: Any = None,
         image_shape: Sequence[int] | None = None,
         kspace_key: str = "kspace",
         traj_key: str = "traj",
@@ -145,13 +118,35 @@ class GridSubspaced(MapTransform):
         affine_key: str = "affine",
         coil_maps_key: str = "coil_maps",
         matrix_key: str = "matrix",
+        dcf_key: str = "dcf",
+        basis_key: str | None = None,
+        problem_key: str | None = None,
+        density_compensated: bool = True,
+        device: str | torch.device | None = None,
+        dcf_iter: int = 15,
+        coil_maps: str = "walsh",
+        coil_kernel_size: int = 7,
+        eps: float = 1e-6,
+        backend: str = "auto",
         allow_missing_keys: bool = False,
-        **kwargs: Any,
     ) -> None:
         super().__init__([kspace_key, traj_key], allow_missing_keys)
-        self.gridder = GridSubspace(basis, image_shape, **kwargs)
+        if basis is None and basis_key is None:
+            raise ValueError("GridSubspaced needs a basis or a basis_key")
+        self.basis = None if basis is None else basis_tensor(basis)
+        self.image_shape = None if image_shape is None else (int(image_shape[0]), int(image_shape[1]))
+        self.gridder = SubspaceGridder(
+            device=device,
+            dcf_iter=dcf_iter,
+            eps=eps,
+            backend=backend,
+            coil_maps=coil_maps,
+            coil_kernel_size=coil_kernel_size,
+        )
         self.kspace_key, self.traj_key, self.output_key = kspace_key, traj_key, output_key
         self.affine_key, self.coil_maps_key, self.matrix_key = affine_key, coil_maps_key, matrix_key
+        self.dcf_key, self.basis_key, self.problem_key = dcf_key, basis_key, problem_key
+        self.density_compensated = bool(density_compensated)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -161,11 +156,31 @@ class GridSubspaced(MapTransform):
             raise KeyError(
                 f"GridSubspaced needs keys {self.kspace_key!r} and {self.traj_key!r}; got {list(d)}."
             )
+        basis = self.basis if self.basis_key is None else basis_tensor(d[self.basis_key])
         shape = d.get(self.matrix_key)
-        shape = None if shape is None else tuple(int(v) for v in np.asarray(shape).ravel()[:2])
-        cond = self.gridder(
-            d[self.kspace_key], d[self.traj_key], image_shape=shape, coil_maps=d.get(self.coil_maps_key)
-        )
+        if shape is None and isinstance(d.get("meta"), Mapping):
+            shape = d["meta"].get("matrix")
+        shape = self.image_shape if shape is None else tuple(int(v) for v in np.asarray(shape).ravel()[:2])
+        if shape is None:
+            raise ValueError(
+                "GridSubspaced: the image shape is unknown (no matrix in the data, no image_shape)"
+            )
+        kspace, traj = d[self.kspace_key], _as_tensor(d[self.traj_key]).to(torch.float32)
+        n_frames = int(_as_tensor(kspace).shape[-2])
+        if int(basis.shape[0]) != n_frames:
+            raise ValueError(
+                f"the basis has {basis.shape[0]} frames but the k-space has {n_frames}; "
+                "use the dictionary/basis of the acquired sequence"
+            )
+        coil_maps, dcf = d.get(self.coil_maps_key), d.get(self.dcf_key)
+        if self.problem_key is not None:
+            problem = self.gridder.problem(
+                kspace, traj, basis, shape, coil_maps=coil_maps, density_compensated=self.density_compensated
+            )
+            cond = problem.grid
+            d[self.problem_key] = problem
+        else:
+            cond = self.gridder.grid(kspace, traj, basis, shape, coil_maps=coil_maps, dcf=dcf)
         affine = d.get(self.affine_key)
         if affine is not None:
             affine = torch.as_tensor(np.asarray(affine) if not isinstance(affine, torch.Tensor) else affine)

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from mrf_monai.acquisition.coils import combine_coils, estimate_coil_maps_walsh, simulate_coil_maps
+from mrf_monai.acquisition.coils import (
+    combine_coils,
+    estimate_coil_maps,
+    estimate_coil_maps_inati,
+    estimate_coil_maps_walsh,
+    simulate_coil_maps,
+)
 
 
 def phantom(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,3 +50,50 @@ def test_walsh_reproduces_combined_image_up_to_phase():
     maps2 = estimate_coil_maps_walsh(stacked, kernel_size=5)
     assert (maps2.conj() * true_maps).sum(0).abs()[mask].min().item() > 0.98
     assert combine_coils(stacked, maps2).shape == (2, n, n)
+
+
+@pytest.mark.parametrize("method", ["walsh", "inati"])
+def test_estimators_share_one_interface_and_span_the_true_maps(method):
+    n = 48
+    img, mask = phantom(n)
+    true_maps = simulate_coil_maps(8, (n, n), phase_offset_rad=0.7)
+    g = torch.Generator().manual_seed(1)
+    coil_imgs = true_maps * img + 0.01 * torch.randn(8, n, n, dtype=torch.complex64, generator=g)
+    maps = estimate_coil_maps(coil_imgs, method=method, kernel_size=5)
+    assert maps.shape == (8, n, n) and maps.dtype == torch.complex64
+    torch.testing.assert_close(maps.abs().pow(2).sum(0), torch.ones(n, n), rtol=1e-4, atol=1e-4)
+    overlap = (maps.conj() * true_maps).sum(0).abs()
+    assert overlap[mask].min().item() > 0.98
+    combined = combine_coils(coil_imgs, maps)
+    reference = combine_coils(coil_imgs, true_maps)  # the true-map combination
+    err = (combined.abs() - reference.abs())[mask].norm() / reference[mask].norm()
+    assert err.item() < 0.03
+    # the phase of the maps is smooth: no jumps between neighbouring object pixels
+    phase_step = (maps[:, 1:, :] * maps[:, :-1, :].conj()).sum(0).angle().abs()
+    assert phase_step[mask[1:] & mask[:-1]].max().item() < 0.3
+    masked = estimate_coil_maps(coil_imgs, method=method, kernel_size=5, mask_threshold=0.05)
+    assert (masked[:, ~mask].abs().sum(0) == 0).float().mean() > 0.5  # background removed
+    assert (masked[:, mask].abs().sum(0) > 0).all()
+
+
+def test_inati_converges_to_the_walsh_eigenvector_for_constant_maps():
+    # with sensitivities constant over each neighbourhood both methods solve the same problem
+    n, c = 24, 6
+    g = torch.Generator().manual_seed(2)
+    s = torch.randn(c, dtype=torch.complex64, generator=g)
+    s = s / s.norm()
+    img = (1.0 + torch.rand(n, n, generator=g)) * torch.exp(1j * torch.rand(n, n, generator=g))
+    coil_imgs = s[:, None, None] * img.to(torch.complex64)
+    walsh = estimate_coil_maps_walsh(coil_imgs, kernel_size=3)
+    inati = estimate_coil_maps_inati(coil_imgs, kernel_size=3, n_iter=20, tol=0)
+    overlap = (walsh.conj() * inati).sum(0).abs()
+    torch.testing.assert_close(overlap, torch.ones(n, n), rtol=1e-5, atol=1e-5)
+    # Inati's phase follows the virtual reference coil: one global phase for constant maps
+    torch.testing.assert_close(inati, inati[:, :1, :1].expand(c, n, n), rtol=1e-5, atol=1e-5)
+    # subspace components on extra axes are pooled
+    stacked = torch.stack([coil_imgs, 0.3j * coil_imgs], 1)
+    assert estimate_coil_maps_inati(stacked, kernel_size=3).shape == (c, n, n)
+    with pytest.raises(ValueError, match="unknown coil map method"):
+        estimate_coil_maps(coil_imgs, method="espirit")
+    with pytest.raises(ValueError, match="odd"):
+        estimate_coil_maps_inati(coil_imgs, kernel_size=4)

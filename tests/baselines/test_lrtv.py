@@ -175,3 +175,45 @@ def test_lrtv_reconstructor_on_spiral_raw_data_beats_gridding():
         return float((x[0].abs() - ref).norm() / ref.norm())
 
     assert err(tsmi) < 0.7 * err(grid)
+
+
+def test_lrtv_uses_the_shared_solvers_and_the_gridding_front_end():
+    import numpy as np
+
+    import mrf_monai.algorithms as algorithms
+    import mrf_monai.baselines.lrtv as lrtv
+    from mrf_monai.acquisition.coils import simulate_coil_maps
+    from mrf_monai.acquisition.gridding import SubspaceGridder
+    from mrf_monai.acquisition.operators import SubspaceNufftOperator
+    from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
+    from mrf_monai.io.ismrmrd import RawSubject
+    from mrf_monai.physics.sequence import fisp_mrf_jiang2015
+
+    for name in ("power_iteration", "fista", "FistaResult", "quadratic_objective"):
+        assert getattr(lrtv, name) is getattr(algorithms, name)
+    n, n_frames = 16, 8
+    g = torch.Generator().manual_seed(6)
+    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, n_samples=64)
+    basis, _ = torch.linalg.qr(torch.randn(n_frames, 2, dtype=torch.complex64, generator=g))
+    maps = simulate_coil_maps(2, (n, n))
+    k = SubspaceNufftOperator(traj, basis, (n, n), maps).forward(
+        _crandn(2, n, n, generator=g).to(torch.complex64)
+    )
+    raw = RawSubject(
+        kspace=k[None].numpy(),
+        traj=traj[None],
+        interleaf=interleaf[None],
+        sequence=fisp_mrf_jiang2015(n_frames),
+        matrix=(n, n),
+        fov_mm=(230.0, 230.0, 5.0),
+        position_mm=np.zeros((1, 3)),
+    )
+    gridder = SubspaceGridder()
+    for preconditioned in (True, False):
+        normal, rhs, grid = lrtv.LRTVReconstructor(preconditioned=preconditioned, gridder=gridder).problem(
+            raw, 0, basis
+        )
+        p = gridder.slice_problem(raw, 0, basis, density_compensated=preconditioned)
+        assert torch.equal(grid, p.grid) and torch.equal(rhs, p.rhs)
+        c = _crandn(2, n, n, generator=g).to(torch.complex64)
+        assert torch.equal(normal(c), p.normal(c))
