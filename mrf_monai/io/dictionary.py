@@ -1,9 +1,20 @@
 """Dictionary files (HDF5, data contract section 4) and an on-disk dictionary cache.
 
-Layout: datasets ``t1``, ``t2`` (N,) float32 seconds, optional ``b1`` (N,) float32,
-``basis`` (T, R) complex64, ``compressed`` (N, R) complex64, ``norms`` (N,) float32,
-optional ``fingerprints`` (N, T) complex64; attributes ``sequence`` (JSON), ``energy``
-and ``software`` (``"mrf_monai <version>"``).
+Layout: datasets ``t1``, ``t2`` (N,) float32 seconds, optional ``b1`` (N,) float32 (relative
+transmit field of each atom: a dictionary with a B1 axis), ``basis`` (T, R) complex64,
+``compressed`` (N, R) complex64, ``norms`` (N,) float32, optional ``fingerprints`` (N, T)
+complex64; attributes ``sequence`` (JSON), ``energy`` and ``software`` (``"mrf_monai <version>"``).
+
+Dictionary cache
+----------------
+:func:`cached_dictionary` builds the dictionary of a sequence once and keeps it as an HDF5
+file in the cache folder: ``$MRF_MONAI_CACHE`` when that environment variable is set, else
+``~/.cache/mrf_monai`` (:func:`default_cache_dir`); the ``cache_dir`` argument overrides both. File names are
+``dict-<sequence key>-<grid key>-r<rank>.h5``, keyed by the sequence's physics, the T1/T2 grid,
+the B1 grid and the rank, so any file may be deleted at any time (it is rebuilt on next use).
+When the cache cannot be written (a full disk, a read-only or missing folder: any ``OSError``),
+the dictionary built in memory is used, no partial file is left behind, and a
+:class:`DictionaryCacheWarning` names the folder, the reason and how to choose another folder.
 """
 
 from __future__ import annotations
@@ -11,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -18,11 +31,22 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..physics.dictionary import MRFDictionary, build_dictionary, t1t2_grid
+from ..physics.dictionary import MRFDictionary, b1_grid, build_dictionary, t1t2_grid
 from ..physics.sequence import MRFSequence
 from .atomic import atomic_write_path
 
-__all__ = ["save_dictionary", "load_dictionary", "cached_dictionary", "default_cache_dir"]
+__all__ = [
+    "DictionaryCacheWarning",
+    "save_dictionary",
+    "load_dictionary",
+    "cached_dictionary",
+    "default_cache_dir",
+]
+
+
+class DictionaryCacheWarning(UserWarning):
+    """The dictionary cache could not be written; the dictionary is used from memory."""
+
 
 #: Bump when the simulation or the basis convention changes, so that old caches are rebuilt.
 _CACHE_FORMAT = 1
@@ -140,22 +164,49 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "mrf_monai"
 
 
+def _b1_axis(
+    b1_values: Sequence[float] | torch.Tensor | None,
+    b1_range: tuple[float, float] | None,
+    b1_step: float | None,
+) -> list[float] | None:
+    """The B1 grid asked for: explicit ``b1_values``, or :func:`b1_grid` of range and step."""
+    if b1_values is not None:
+        if b1_step is not None or b1_range is not None:
+            raise ValueError("give b1_values, or b1_step (and optionally b1_range), not both")
+        values = [float(v) for v in torch.as_tensor(b1_values).reshape(-1).tolist()]
+    elif b1_step is not None:
+        values = b1_grid(b1_range if b1_range is not None else (0.6, 1.4), float(b1_step)).tolist()
+    elif b1_range is not None:
+        raise ValueError("b1_range needs b1_step (e.g. b1_step=0.05)")
+    else:
+        return None
+    return [round(v, 6) for v in values]
+
+
 def cached_dictionary(
     sequence: MRFSequence,
     cache_dir: str | os.PathLike | None = None,
     rank: int = 5,
+    b1_values: Sequence[float] | torch.Tensor | None = None,
+    b1_step: float | None = None,
+    b1_range: tuple[float, float] | None = None,
     **grid_kwargs,
 ) -> MRFDictionary:
     """The default-grid dictionary of ``sequence``, built once and then read from disk.
 
     The file name is keyed by ``sequence.key()``, the grid (``grid_kwargs`` of
     :func:`~mrf_monai.physics.dictionary.t1t2_grid`: ``t1_range_s``, ``t2_range_s``,
-    ``step``) and the rank. An unreadable cache file is rebuilt.
+    ``step``), the B1 grid and the rank. An unreadable cache file is rebuilt; a cache that
+    cannot be written falls back to the in-memory dictionary with a
+    :class:`DictionaryCacheWarning` (module docs: where the cache lives and how to move it).
 
     Args:
         sequence: the MRF schedule.
         cache_dir: folder of the cache (None: :func:`default_cache_dir`).
         rank: subspace rank.
+        b1_values: a B1 axis (relative transmit fields); None without one (B1 = 1).
+        b1_step, b1_range: the B1 axis as :func:`~mrf_monai.physics.dictionary.b1_grid`
+            ``(b1_range, b1_step)`` (range default ``(0.6, 1.4)``), instead of ``b1_values``.
         **grid_kwargs: passed to :func:`~mrf_monai.physics.dictionary.t1t2_grid`.
     """
     unknown = set(grid_kwargs) - {"t1_range_s", "t2_range_s", "step"}
@@ -167,10 +218,17 @@ def cached_dictionary(
         "step": float(grid_kwargs.get("step", 0.03)),
         "format": _CACHE_FORMAT,
     }
+    b1_axis = _b1_axis(b1_values, b1_range, b1_step)
+    if b1_axis is not None:  # only then, so that caches without a B1 axis keep their names
+        grid["b1_values"] = b1_axis
     grid_key = hashlib.sha256(json.dumps(grid, sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     path = folder / f"dict-{sequence.key()}-{grid_key}-r{rank}.h5"
-    if path.is_file():
+    try:
+        cached = path.is_file()
+    except OSError:
+        cached = False
+    if cached:
         try:
             d = load_dictionary(path)
             if d.sequence == sequence and d.rank == rank:
@@ -178,6 +236,20 @@ def cached_dictionary(
         except (ValueError, OSError):
             pass  # stale or damaged: rebuild below
     t1_s, t2_s = t1t2_grid(tuple(grid["t1_range_s"]), tuple(grid["t2_range_s"]), grid["step"])
-    d = build_dictionary(sequence, t1_s, t2_s, rank=rank)
-    save_dictionary(d, path)
+    b1 = None if b1_axis is None else torch.tensor(b1_axis, dtype=torch.float32)
+    d = build_dictionary(sequence, t1_s, t2_s, rank=rank, b1_values=b1)
+    try:
+        save_dictionary(d, path)
+    except OSError as err:  # a full disk, a read-only folder...: the dictionary is still good
+        try:
+            path.unlink()  # never a partial file under the final name (the writer is atomic)
+        except OSError:
+            pass
+        reason = err.strerror or str(err) or type(err).__name__
+        warnings.warn(
+            f"cannot write the dictionary cache in {folder} ({reason}); using the dictionary from memory "
+            "(it is rebuilt on every run): set MRF_MONAI_CACHE (or pass cache_dir) to a writable folder",
+            DictionaryCacheWarning,
+            stacklevel=2,
+        )
     return d

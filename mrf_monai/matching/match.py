@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .b1 import FREE, b1_blocks, nearest_b1_block
+
 __all__ = ["AtomClusters", "build_atom_clusters", "make_background_mask", "match_dictionary", "stack_matches"]
 
 #: Voxel x atom products per chunk when ``chunk_size`` is not given (about 200 MB of
@@ -100,11 +102,15 @@ class AtomClusters:
         angles_rad: ``(K,)`` float64 angular radius of each cluster: the largest
             Fubini-Study distance ``arccos |<c_k, d>|`` from its centre to a member atom.
         members: list of ``K`` index tensors into the dictionary's atoms.
+        block: ``(K,)`` int64 B1 block of each cluster (index into the dictionary's sorted B1
+            values; -1 for a cluster that mixes B1 values), or None when the clustering ignored
+            B1. Matching with a B1 map needs clusters that never mix B1 values.
     """
 
     centres: torch.Tensor
     angles_rad: torch.Tensor
     members: list[torch.Tensor]
+    block: torch.Tensor | None = None
 
     @property
     def n_clusters(self) -> int:
@@ -112,7 +118,10 @@ class AtomClusters:
 
     def to(self, device: torch.device | str) -> AtomClusters:
         return AtomClusters(
-            self.centres.to(device), self.angles_rad.to(device), [m.to(device) for m in self.members]
+            self.centres.to(device),
+            self.angles_rad.to(device),
+            [m.to(device) for m in self.members],
+            None if self.block is None else self.block.to(device),
         )
 
 
@@ -121,29 +130,10 @@ def _fs_angle(corr: torch.Tensor) -> torch.Tensor:
     return torch.arccos(corr.clamp(0.0, 1.0))
 
 
-def build_atom_clusters(
-    dictionary: Any, n_clusters: int | None = None, n_iter: int = 10, device: str | torch.device | None = None
-) -> AtomClusters:
-    """Cluster the unit-norm compressed atoms (deterministic k-means) for the exact search.
-
-    The clusters partition the atoms; their angular radii make the bound of
-    :func:`match_dictionary` exact whatever the clustering's quality.
-
-    Args:
-        dictionary: an ``MRFDictionary`` (``compressed (N, R)``, ``norms (N,)``).
-        n_clusters: number of clusters; default ``sqrt(N)`` (balances the cluster and
-            member searches).
-        n_iter: Lloyd iterations. Initial centres are atoms evenly spaced in the
-            dictionary's order (its T1/T2 grid), so the result is reproducible.
-        device: where to cluster; default the dictionary's device.
-    """
-    compressed = torch.as_tensor(dictionary.compressed)
-    device = torch.device(device) if device is not None else compressed.device
-    atoms, _ = _atoms(dictionary, compressed.shape[1], device)
-    atoms = atoms.to(torch.complex128)
-    n_atoms = atoms.shape[0]
-    k = int(n_clusters) if n_clusters else max(1, int(round(np.sqrt(n_atoms))))
-    k = min(max(k, 1), n_atoms)
+def _kmeans(atoms: torch.Tensor, k: int, n_iter: int) -> AtomClusters:
+    """Deterministic spherical k-means (up to phase) of unit ``atoms (M, R)`` complex128."""
+    n_atoms, device = atoms.shape[0], atoms.device
+    k = min(max(int(k), 1), n_atoms)
     centres = atoms[torch.linspace(0, n_atoms - 1, k, device=device).round().long()].clone()
     chunk = max(1, _CHUNK_ELEMENTS // max(k, 1))
 
@@ -172,6 +162,63 @@ def build_atom_clusters(
     centres = centres[kept]
     angles = torch.stack([_fs_angle((atoms[m] @ c.conj()).abs()).max() for m, c in zip(members, centres)])
     return AtomClusters(centres=centres, angles_rad=angles, members=members)
+
+
+def build_atom_clusters(
+    dictionary: Any,
+    n_clusters: int | None = None,
+    n_iter: int = 10,
+    device: str | torch.device | None = None,
+    by_b1: bool = False,
+) -> AtomClusters:
+    """Cluster the unit-norm compressed atoms (deterministic k-means) for the exact search.
+
+    The clusters partition the atoms; their angular radii make the bound of
+    :func:`match_dictionary` exact whatever the clustering's quality.
+
+    Args:
+        dictionary: an ``MRFDictionary`` (``compressed (N, R)``, ``norms (N,)``, optional ``b1``).
+        n_clusters: number of clusters; default ``sqrt(N)`` (balances the cluster and
+            member searches), ``sqrt(N_b)`` per B1 block with ``by_b1``; a given number is
+            shared evenly among the B1 blocks.
+        n_iter: Lloyd iterations. Initial centres are atoms evenly spaced in the
+            dictionary's order (its T1/T2 grid), so the result is reproducible.
+        device: where the clustering runs; default the dictionary's device.
+        by_b1: cluster each B1 value's atoms separately, so that clusters never mix B1 values
+            (matching with a B1 map needs them). Without a map (B1 free) clusters that mix
+            B1 values prune better: ``benchmarks/bench_b1.py`` measured the free search about 3x
+            faster with them.
+    """
+    compressed = torch.as_tensor(dictionary.compressed)
+    device = torch.device(device) if device is not None else compressed.device
+    atoms, _ = _atoms(dictionary, compressed.shape[1], device)
+    atoms = atoms.to(torch.complex128)
+    n_atoms = atoms.shape[0]
+    blocks = b1_blocks(dictionary, device)
+    if not by_b1 or blocks is None:
+        k = int(n_clusters) if n_clusters else max(1, int(round(np.sqrt(n_atoms))))
+        clusters = _kmeans(atoms, k, n_iter)
+        if blocks is not None:  # record which clusters happen to hold a single B1 value
+            b = [blocks[1][m] for m in clusters.members]
+            clusters.block = torch.tensor(
+                [int(x[0]) if bool((x == x[0]).all()) else -1 for x in b], device=device
+            )
+        return clusters
+    grid, atom_block = blocks
+    parts = []
+    for j in range(grid.numel()):
+        idx = torch.nonzero(atom_block == j).squeeze(1)
+        k = int(n_clusters) // grid.numel() if n_clusters else int(round(np.sqrt(idx.numel())))
+        part = _kmeans(atoms[idx], max(k, 1), n_iter)
+        parts.append((j, idx, part))
+    return AtomClusters(
+        centres=torch.cat([p.centres for _, _, p in parts]),
+        angles_rad=torch.cat([p.angles_rad for _, _, p in parts]),
+        members=[idx[m] for _, idx, p in parts for m in p.members],
+        block=torch.cat(
+            [torch.full((p.n_clusters,), j, dtype=torch.long, device=device) for j, _, p in parts]
+        ),
+    )
 
 
 def _as_real(z: torch.Tensor) -> torch.Tensor:
@@ -270,6 +317,7 @@ def match_dictionary(
     mask_threshold: float = 0.15,
     coarse_to_fine: bool | AtomClusters = False,
     skip_background: bool = True,
+    b1_map: torch.Tensor | np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Match a compressed TSMI against a dictionary.
 
@@ -287,7 +335,8 @@ def match_dictionary(
         mask_threshold: fraction of the largest ``|PD|`` below which a voxel is
             background (0 keeps every voxel with non-zero PD).
         coarse_to_fine: ``True`` (or a prebuilt :class:`AtomClusters`) uses the exact
-            cluster branch-and-bound search instead of brute force.
+            cluster branch-and-bound search instead of brute force (``True`` with a
+            ``b1_map`` builds per-B1 clusters, ``build_atom_clusters(..., by_b1=True)``).
         skip_background: when the mask comes from the threshold (``mask=None``), first
             match the voxels with the largest possible ``|PD|``, then skip every voxel whose
             ``|PD|`` provably stays below ``mask_threshold`` times the largest one (an upper
@@ -295,6 +344,12 @@ def match_dictionary(
             the maps and mask are those of a full search; only ``index`` of skipped voxels
             differs (-1). A head slice is about half background, whose noise vectors are
             the expensive ones for the coarse-to-fine search.
+        b1_map: optional ``x.shape[1:]`` relative B1 of each voxel, for a dictionary with a B1
+            axis: each voxel is matched only against the atoms at the grid B1 nearest to its own
+            (:mod:`mrf_monai.matching.b1`; voxels whose B1 is not a positive finite number are
+            matched against every atom). Without a map, B1 is a free parameter: every atom is
+            searched and ``b1`` returns the matched value. Both searches are exact (with
+            ``coarse_to_fine``, clusters that never mix B1 values restrict the search).
 
     Returns:
         dict with tensors shaped ``x.shape[1:]`` on the device of ``x``: ``t1_s``, ``t2_s``
@@ -305,7 +360,8 @@ def match_dictionary(
 
     Raises:
         ValueError: when ``x`` holds NaN/Inf, has no component axis, or its rank differs
-            from the dictionary's.
+            from the dictionary's; a ``b1_map`` of the wrong shape or for a dictionary without
+            a B1 axis.
     """
     x = torch.as_tensor(x)
     if x.ndim < 1:
@@ -335,8 +391,24 @@ def match_dictionary(
         mask_t = None
         rows = torch.arange(n_vox, device=device)
 
+    voxel_block = None  # B1 block of each voxel (-1: every atom), or None: no restriction
+    if b1_map is not None:
+        blocks = b1_blocks(dictionary, device)
+        if blocks is None:
+            raise ValueError(
+                "a B1 map was given but the dictionary has no B1 axis; build one with b1_values "
+                "(physics.dictionary.build_dictionary, or io.dictionary.cached_dictionary(..., b1_step=0.05))"
+            )
+        b1_t = torch.as_tensor(b1_map)
+        if tuple(b1_t.shape) != spatial:
+            raise ValueError(f"b1_map shape {tuple(b1_t.shape)} must equal the TSMI's image shape {spatial}")
+        grid, atom_block = blocks
+        voxel_block = nearest_b1_block(b1_t.to(device), grid)
+        block_members = [torch.nonzero(atom_block == j).squeeze(1) for j in range(grid.numel())]
+
     n_atoms = atoms.shape[0]
     use_clusters = coarse_to_fine is not False and coarse_to_fine is not None
+    chunk_auto = chunk_size is None
     if chunk_size is None:
         if use_clusters:  # the (chunk, clusters) bounds are the largest arrays
             n_cl = (
@@ -351,37 +423,79 @@ def match_dictionary(
         raise ValueError(f"chunk_size must be a positive number of voxels; got {chunk_size}")
 
     if use_clusters:
-        clusters = (
-            coarse_to_fine if isinstance(coarse_to_fine, AtomClusters) else build_atom_clusters(dictionary)
-        )
-        cl_weights = [_real_weights(atoms[m.to(device)]) for m in clusters.members]
+        if isinstance(coarse_to_fine, AtomClusters):
+            clusters = coarse_to_fine
+        else:  # per-B1 clusters restrict exactly; clusters mixing B1 prune the free search better
+            clusters = build_atom_clusters(dictionary, by_b1=voxel_block is not None)
+        if voxel_block is not None and (clusters.block is None or bool((clusters.block < 0).any())):
+            raise ValueError(
+                "matching with a B1 map needs clusters that never mix B1 values; build them with "
+                "build_atom_clusters(dictionary, by_b1=True)"
+            )
         clusters = clusters.to(device)
-        centre_w = _real_weights(clusters.centres.to(torch.complex128))
     else:
-        clusters, centre_w = None, None
-        weights = _real_weights(atoms)
-
+        clusters = None
     x_norm = torch.linalg.vector_norm(xv, dim=1).to(torch.float64)
-    if clusters is not None:  # smallest PD scale of each cluster, for the |PD| bound
-        s_min = torch.stack([scale[m].min() for m in clusters.members]).to(torch.float64)
+    searchers: dict[int, Any] = {}  # per B1 block (FREE: every atom), built on first use
+
+    def searcher(j: int) -> Any:
+        """``(members or None, real weights)`` for brute force, or ``(clusters, their weights,
+        centre weights, smallest PD scale per cluster)`` for the atoms of block ``j``."""
+        if j not in searchers:
+            if clusters is None:
+                members = None if j == FREE else block_members[j]
+                searchers[j] = (members, _real_weights(atoms if members is None else atoms[members]))
+            else:
+                keep = list(range(clusters.n_clusters)) if j == FREE else torch.nonzero(clusters.block == j)
+                keep = torch.as_tensor(keep, dtype=torch.long, device=device).reshape(-1)
+                sub = AtomClusters(
+                    clusters.centres[keep],
+                    clusters.angles_rad[keep],
+                    [clusters.members[k] for k in keep.tolist()],
+                )
+                searchers[j] = (
+                    sub,
+                    [_real_weights(atoms[m]) for m in sub.members],
+                    _real_weights(sub.centres.to(torch.complex128)),
+                    torch.stack([scale[m].min() for m in sub.members]).to(torch.float64),
+                )
+        return searchers[j]
+
+    def search_group(sel: torch.Tensor, j: int, pd_floor: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Voxels ``sel`` of B1 block ``j``: the searched ones and their best atoms."""
+        if clusters is None:
+            members, weights = searcher(j)
+            arg = _best(_as_real(xv[sel]).to(real_dtype), weights)[1]
+            return sel, arg if members is None else members[arg]
+        sub, cl_weights, centre_w, s_min = searcher(j)
+        xn64, upper = _cluster_bounds(xv[sel], sub, centre_w)
+        if pd_floor is not None:  # tighter: |PD| <= ||x|| max_k bound_k / min_{n in k} scale_n
+            live = x_norm[sel] * (upper / s_min[None, :]).amax(dim=1) >= pd_floor
+            sel, xn64, upper = sel[live], xn64[live], upper[live]
+        return sel, _search_clusters(xn64, upper, sub, cl_weights)
 
     def search(sel_rows: torch.Tensor, pd_floor: float | None = None) -> None:
         """Best atom of the voxels ``sel_rows`` into ``index`` (marks them ``matched``);
-        with ``pd_floor``, voxels whose ``|PD|`` provably stays below it are skipped."""
-        for start in range(0, sel_rows.numel(), chunk_size):
-            sel = sel_rows[start : start + chunk_size]
-            if pd_floor is not None:  # Cauchy-Schwarz: |PD| <= ||x|| / min_n scale_n
-                sel = sel[x_norm[sel] >= pd_floor * float(scale.min())]
-            if clusters is None:
-                _, arg = _best(_as_real(xv[sel]).to(real_dtype), weights)
-            else:
-                xn64, upper = _cluster_bounds(xv[sel], clusters, centre_w)
-                if pd_floor is not None:  # tighter: |PD| <= ||x|| max_k bound_k / min_{n in k} scale_n
-                    live = x_norm[sel] * (upper / s_min[None, :]).amax(dim=1) >= pd_floor
-                    sel, xn64, upper = sel[live], xn64[live], upper[live]
-                arg = _search_clusters(xn64, upper, clusters, cl_weights)
-            index[sel] = arg
-            matched[sel] = True
+        with ``pd_floor``, voxels whose ``|PD|`` provably stays below it are skipped. With a
+        B1 map, the voxels of each B1 block are searched together against its atoms (or its
+        clusters) alone."""
+        if pd_floor is not None:  # Cauchy-Schwarz: |PD| <= ||x|| / min_n scale_n
+            sel_rows = sel_rows[x_norm[sel_rows] >= pd_floor * float(scale.min())]
+        if voxel_block is None:
+            groups = [(sel_rows, FREE)]
+        else:
+            vb = voxel_block[sel_rows]
+            groups = [(sel_rows[vb == j], j) for j in torch.unique(vb).tolist()]
+        for rows, j in groups:
+            step = chunk_size
+            if voxel_block is not None and chunk_auto:  # sized for the block's own atoms or clusters
+                found = searcher(j)
+                n_cand = found[1].shape[1] // 2 if clusters is None else found[0].n_clusters
+                step = max(256, (_CHUNK_ELEMENTS // (1 if clusters is None else 2)) // max(n_cand, 1))
+            for start in range(0, rows.numel(), step):
+                sel, arg = search_group(rows[start : start + step], j, pd_floor)
+                index[sel] = arg
+                matched[sel] = True
 
     def pd_of(sel_rows: torch.Tensor) -> torch.Tensor:
         idx = index[sel_rows]

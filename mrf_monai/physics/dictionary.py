@@ -13,6 +13,17 @@ parts alone.
 Phase convention of the basis: each column is multiplied by the unit phase that makes its
 largest-magnitude entry real and positive (the first such entry on ties), so that the
 same dictionary always gives the same basis.
+
+B1 axis
+-------
+The transmit field scales every flip angle (:mod:`mrf_monai.physics.epg`). ``build_dictionary(...,
+b1_values=...)`` repeats the (T1, T2) atoms for every relative B1 value of a grid
+(:func:`b1_grid`), B1-major: atoms ``j * M .. (j + 1) * M - 1`` are the M (T1, T2) pairs at
+``b1_values[j]``. One basis spans the whole dictionary (its Gram matrix sums over every B1
+block), so matching can restrict each voxel to the atoms of its B1
+(:func:`mrf_monai.matching.match_dictionary` with ``b1_map``) or search them all. The blocks are
+simulated one after the other, so the peak memory is one block's fingerprints plus the unit
+atoms (kept as real imaginary parts for FISP: 4 bytes per atom and frame).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ import torch
 from .epg import simulate
 from .sequence import MRFSequence
 
-__all__ = ["MRFDictionary", "t1t2_grid", "build_dictionary", "temporal_basis"]
+__all__ = ["MRFDictionary", "t1t2_grid", "b1_grid", "build_dictionary", "temporal_basis"]
 
 
 def _geometric(lo: float, hi: float, step: float) -> torch.Tensor:
@@ -61,6 +72,23 @@ def t1t2_grid(
     if not bool(keep.any()):
         raise ValueError(f"no pair with T2 <= T1 in T1 range {t1_range_s} and T2 range {t2_range_s}")
     return t1g[keep].to(dtype), t2g[keep].to(dtype)
+
+
+def b1_grid(
+    b1_range: tuple[float, float] = (0.6, 1.4), step: float = 0.05, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Evenly spaced relative B1 values ``low, low + step, ...`` up to ``high`` (included when on the grid).
+
+    Values are rounded to 1e-9 so that, e.g., 1.0 is exactly on the default grid.
+    """
+    lo, hi = float(b1_range[0]), float(b1_range[1])
+    if not (0 < lo <= hi) or not math.isfinite(hi):
+        raise ValueError(f"B1 range ({lo}, {hi}) must satisfy 0 < low <= high (relative transmit field)")
+    if not step > 0:
+        raise ValueError(f"b1_step must be positive (e.g. 0.05), got {step}")
+    n = int(math.floor((hi - lo) / step + 1e-9)) + 1
+    values = torch.round((lo + step * torch.arange(n, dtype=torch.float64)) * 1e9) / 1e9
+    return values.to(dtype)
 
 
 @dataclass
@@ -131,6 +159,11 @@ class MRFDictionary:
     def device(self) -> torch.device:
         return self.compressed.device
 
+    @property
+    def b1_values(self) -> torch.Tensor | None:
+        """Sorted distinct B1 values of the atoms (the B1 grid), or None without a B1 axis."""
+        return None if self.b1 is None else torch.unique(self.b1)
+
     def to(self, device: torch.device | str) -> MRFDictionary:
         """A copy with every tensor on ``device``."""
 
@@ -169,6 +202,23 @@ def _fix_phase(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * phase.conj()
 
 
+def _gram_add(gram: torch.Tensor, x: torch.Tensor, chunk_size: int) -> None:
+    """``gram += x^H x``, each chunk's product in ``x``'s precision, the sum in float64."""
+    for start in range(0, x.shape[0], chunk_size):
+        part = x[start : start + chunk_size]
+        gram += (part.mH @ part).to(gram.dtype)
+
+
+def _basis_from_gram(gram: torch.Tensor, rank: int, cdtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """Leading ``rank`` eigenvectors of the Gram matrix (phase fixed) and their energy fraction."""
+    evals, evecs = torch.linalg.eigh(gram)  # ascending
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    total = float(evals.clamp_min(0).sum())
+    energy = float(evals[:rank].clamp_min(0).sum()) / total if total > 0 else 0.0
+    basis = _fix_phase(evecs[:, :rank].to(torch.complex128))
+    return basis.to(cdtype), energy
+
+
 def temporal_basis(unit_atoms: torch.Tensor, rank: int, chunk_size: int = 8192) -> tuple[torch.Tensor, float]:
     """Leading ``rank`` right singular vectors of ``unit_atoms`` (N, T) and the kept energy.
 
@@ -184,18 +234,12 @@ def temporal_basis(unit_atoms: torch.Tensor, rank: int, chunk_size: int = 8192) 
     imaginary_only = unit_atoms.is_complex() and not bool(unit_atoms.real.any())
     real_gram = imaginary_only or not unit_atoms.is_complex()
     gram = torch.zeros(t, t, device=unit_atoms.device, dtype=torch.float64 if real_gram else torch.complex128)
-    for start in range(0, n, chunk_size):
-        x = unit_atoms[start : start + chunk_size]
-        if imaginary_only:
-            x = x.imag
-        # each chunk's product in the atoms' precision, the sum over chunks in float64
-        gram += (x.mH @ x).to(gram.dtype)
-    evals, evecs = torch.linalg.eigh(gram)  # ascending
-    evals, evecs = evals.flip(0), evecs.flip(1)
-    total = float(evals.clamp_min(0).sum())
-    energy = float(evals[:rank].clamp_min(0).sum()) / total if total > 0 else 0.0
-    basis = _fix_phase(evecs[:, :rank].to(torch.complex128))
-    return basis.to(cdtype), energy
+    _gram_add(gram, unit_atoms.imag if imaginary_only else unit_atoms, chunk_size)
+    return _basis_from_gram(gram, rank, cdtype)
+
+
+def _as_atoms(x: torch.Tensor | None, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor | None:
+    return None if x is None else torch.as_tensor(x).to(device=device, dtype=dtype).reshape(-1)
 
 
 def build_dictionary(
@@ -208,6 +252,7 @@ def build_dictionary(
     device: torch.device | str = "cpu",
     chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
+    b1_values: torch.Tensor | None = None,
 ) -> MRFDictionary:
     """Simulate a dictionary for ``sequence`` and compress it to a rank-``rank`` subspace.
 
@@ -220,6 +265,8 @@ def build_dictionary(
         device: where to simulate and where the result lives.
         chunk_size: atoms per EPG chunk (None: chosen for the device).
         dtype: float32 (complex64 outputs, the default) or float64.
+        b1_values: a B1 axis (e.g. :func:`b1_grid`): the (T1, T2) atoms are repeated for each
+            value, B1-major (module docs); exclusive with ``b1``.
 
     Returns:
         :class:`MRFDictionary` with unit-norm compressed atoms, norms and the basis.
@@ -228,31 +275,77 @@ def build_dictionary(
         raise ValueError("give both t1_s and t2_s, or neither for the default grid")
     if t1_s is None:
         t1_s, t2_s = t1t2_grid(dtype=dtype)
-    t1_s = torch.as_tensor(t1_s).to(device=device, dtype=dtype).reshape(-1)
-    t2_s = torch.as_tensor(t2_s).to(device=device, dtype=dtype).reshape(-1)
+    t1_s, t2_s = _as_atoms(t1_s, device, dtype), _as_atoms(t2_s, device, dtype)
     if t1_s.shape != t2_s.shape:
         raise ValueError(f"t1_s has {t1_s.numel()} values and t2_s {t2_s.numel()}; give one pair per atom")
-    if b1 is not None:
-        b1 = torch.as_tensor(b1).to(device=device, dtype=dtype).reshape(-1)
-        if b1.shape != t1_s.shape:
-            raise ValueError(f"b1 has {b1.numel()} values for {t1_s.numel()} atoms; give one per atom")
+    b1 = _as_atoms(b1, device, dtype)
+    if b1 is not None and b1.shape != t1_s.shape:
+        raise ValueError(f"b1 has {b1.numel()} values for {t1_s.numel()} atoms; give one per atom")
+    if b1_values is not None:
+        if b1 is not None:
+            raise ValueError("give b1 (one value per atom) or b1_values (a B1 axis), not both")
+        b1_values = _as_atoms(b1_values, device, dtype)
+        if (
+            b1_values.numel() == 0
+            or bool((b1_values <= 0).any())
+            or not bool(torch.isfinite(b1_values).all())
+        ):
+            raise ValueError(
+                "b1_values must be positive relative transmit fields, e.g. b1_grid((0.6, 1.4), 0.05)"
+            )
+        if torch.unique(b1_values).numel() != b1_values.numel():
+            raise ValueError("b1_values holds duplicates; give each B1 value once")
     if not 1 <= rank <= sequence.n_frames:
         raise ValueError(f"rank must lie in [1, {sequence.n_frames}] (the number of frames), got {rank}")
 
-    fingerprints = simulate(t1_s, t2_s, sequence, b1, chunk_size=chunk_size)
-    norms = torch.linalg.vector_norm(fingerprints, dim=1)
-    inv = 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None]
-    unit = fingerprints * inv if keep_fingerprints else fingerprints.mul_(inv)  # in place saves N x T
-    basis, energy = temporal_basis(unit, rank)
-    compressed = unit @ basis.conj()
+    # blocks of atoms simulated one after the other: one per B1 value, or all atoms at once
+    if b1_values is None:
+        blocks = [(t1_s, t2_s, b1)]
+    else:
+        blocks = [(t1_s, t2_s, torch.full_like(t1_s, float(v))) for v in b1_values]
+    t = sequence.n_frames
+    units, norms_list, raws = [], [], []
+    gram = None
+    for bt1, bt2, bb1 in blocks:
+        fingerprints = simulate(bt1, bt2, sequence, bb1, chunk_size=chunk_size)
+        norms = torch.linalg.vector_norm(fingerprints, dim=1)
+        inv = 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None]
+        if keep_fingerprints:
+            raws.append(fingerprints)
+            unit = fingerprints * inv
+        else:
+            unit = fingerprints.mul_(inv)  # in place saves N x T
+        if not bool(unit.real.any()):
+            unit = unit.imag.clone()  # FISP atoms are purely imaginary: keep half the memory
+        if gram is None:
+            gram = torch.zeros(
+                t, t, device=unit.device, dtype=torch.complex128 if unit.is_complex() else torch.float64
+            )
+        elif unit.is_complex() and not gram.is_complex():
+            gram = gram.to(torch.complex128)
+        _gram_add(gram, unit, 8192)
+        units.append(unit)
+        norms_list.append(norms)
+        del fingerprints
+    cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    basis, energy = _basis_from_gram(gram, rank, cdtype)
+    conj = basis.conj().resolve_conj()
+    compressed = torch.cat(
+        [u @ conj if u.is_complex() else 1j * torch.complex(u @ conj.real, u @ conj.imag) for u in units]
+    )
+    del units
+    if b1_values is not None:
+        n_pairs = t1_s.numel()
+        b1 = b1_values.repeat_interleave(n_pairs)
+        t1_s, t2_s = t1_s.repeat(b1_values.numel()), t2_s.repeat(b1_values.numel())
     return MRFDictionary(
         t1_s=t1_s,
         t2_s=t2_s,
         b1=b1,
         basis=basis,
         compressed=compressed,
-        norms=norms,
-        fingerprints=fingerprints if keep_fingerprints else None,
+        norms=torch.cat(norms_list),
+        fingerprints=torch.cat(raws) if keep_fingerprints else None,
         sequence=sequence,
         energy=energy,
     )

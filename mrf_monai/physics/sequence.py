@@ -138,6 +138,62 @@ class MRFSequence:
         payload = json.dumps({k: v for k, v in self.to_dict().items() if k != "name"}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
+    def differences(self, other: MRFSequence, rtol: float = 0.0) -> list[str]:
+        """What differs between this sequence and ``other``, in words, this one's value first.
+
+        For messages such as "the dictionary was built for another sequence: 250 frames vs
+        200, flip angles (differ by up to 12 deg over the first 200 frames), TR 10 ms vs 12 ms".
+        Flip angles and per-frame TRs are compared over the frames both have.
+
+        Args:
+            other: the sequence to compare with.
+            rtol: relative tolerance of every comparison (0: exact, as ``==``).
+
+        Returns:
+            one entry per differing aspect (sequence type, frames, flip angles, TR, TE, TI);
+            empty when the sequences agree (``==`` for ``rtol = 0``). The name is not compared.
+        """
+
+        def close(a: np.ndarray | float, b: np.ndarray | float) -> bool:
+            a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            return bool(np.all(np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b))))
+
+        def fmt(a: float, b: float) -> tuple[str, str]:
+            sa, sb = f"{a:.6g}", f"{b:.6g}"
+            return (repr(a), repr(b)) if sa == sb else (sa, sb)
+
+        out: list[str] = []
+        if self.sequence_type != other.sequence_type:
+            out.append(f"sequence type {self.sequence_type} vs {other.sequence_type}")
+        n_a, n_b = self.n_frames, other.n_frames
+        n = min(n_a, n_b)
+        common = "" if n_a == n_b else f" over the first {n} frames"
+        if n_a != n_b:
+            out.append(f"{n_a} frames vs {n_b}")
+        fa_a, fa_b = self.flip_angle_deg[:n], other.flip_angle_deg[:n]
+        if not close(fa_a, fa_b):
+            out.append(f"flip angles (differ by up to {float(np.abs(fa_a - fa_b).max()):.3g} deg{common})")
+        tr_a, tr_b = self.tr_ms, other.tr_ms
+        const_a, const_b = bool(np.all(tr_a == tr_a[0])), bool(np.all(tr_b == tr_b[0]))
+        if const_a and const_b:
+            if not close(tr_a[0], tr_b[0]):
+                a, b = fmt(float(tr_a[0]), float(tr_b[0]))
+                out.append(f"TR {a} ms vs {b} ms")
+        elif not close(tr_a[:n], tr_b[:n]):
+            diff = float(np.abs(tr_a[:n] - tr_b[:n]).max())
+            out.append(f"TR (per-frame values differ by up to {diff:.3g} ms{common})")
+        if not close(self.te_ms, other.te_ms):
+            a, b = fmt(self.te_ms, other.te_ms)
+            out.append(f"TE {a} ms vs {b} ms")
+        if (self.ti_ms is None) != (other.ti_ms is None):
+            a = "none (no inversion)" if self.ti_ms is None else f"{self.ti_ms:.6g} ms"
+            b = "none (no inversion)" if other.ti_ms is None else f"{other.ti_ms:.6g} ms"
+            out.append(f"TI {a} vs {b}")
+        elif self.ti_ms is not None and not close(self.ti_ms, other.ti_ms):
+            a, b = fmt(self.ti_ms, float(other.ti_ms))
+            out.append(f"TI {a} ms vs {b} ms")
+        return out
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MRFSequence):
             return NotImplemented

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mrf_monai.physics.dictionary import MRFDictionary, build_dictionary, t1t2_grid, temporal_basis
+from mrf_monai.physics.dictionary import MRFDictionary, b1_grid, build_dictionary, t1t2_grid, temporal_basis
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.physics.sequence import fisp_mrf_jiang2015
 
@@ -116,3 +116,52 @@ def test_build_dictionary_b1_default_grid_and_errors():
         build_dictionary(seq, t1, t2, b1=torch.tensor([1.0]))
     with pytest.raises(ValueError, match="inconsistent"):
         MRFDictionary(t1, t2, None, d.basis, d.compressed[:1], d.norms, None, seq, 1.0)
+
+
+def test_b1_grid_is_even_and_holds_one():
+    g = b1_grid((0.6, 1.4), 0.05)
+    assert g.dtype == torch.float32 and g.numel() == 17
+    assert float(g[0]) == pytest.approx(0.6) and float(g[-1]) == pytest.approx(1.4)
+    assert bool((g == 1.0).any())  # nominal B1 exactly on the grid
+    torch.testing.assert_close(g[1:] - g[:-1], torch.full((16,), 0.05), atol=1e-6, rtol=0)
+    assert b1_grid((0.8, 1.2), 0.025).numel() == 17
+    assert b1_grid((1.0, 1.0), 0.1).tolist() == [1.0]
+    with pytest.raises(ValueError, match="b1_step"):
+        b1_grid(step=0)
+    with pytest.raises(ValueError, match="B1 range"):
+        b1_grid((1.2, 0.8))
+
+
+def test_dictionary_with_a_b1_axis_is_b1_major_with_one_basis():
+    seq = fisp_mrf_jiang2015(40)
+    t1, t2 = t1t2_grid((0.2, 2.0), (0.02, 0.5), step=0.4)
+    m = t1.numel()
+    values = torch.tensor([0.8, 1.0, 1.2])
+    d = build_dictionary(seq, t1, t2, rank=4, b1_values=values, keep_fingerprints=True)
+    assert d.n_atoms == 3 * m
+    torch.testing.assert_close(d.b1_values, values)
+    for j, v in enumerate(values):
+        block = slice(j * m, (j + 1) * m)
+        assert bool((d.b1[block] == v).all())
+        torch.testing.assert_close(d.t1_s[block], t1)
+        torch.testing.assert_close(d.t2_s[block], t2)
+        # each block is the EPG signal with every flip angle scaled by its B1
+        torch.testing.assert_close(d.fingerprints[block], simulate_fisp(t1, t2, seq, b1=float(v)))
+    # one basis for the whole dictionary: the SVD of all unit atoms together
+    unit = d.fingerprints / d.norms[:, None]
+    basis, energy = temporal_basis(unit, 4)
+    torch.testing.assert_close(d.basis, basis, atol=1e-5, rtol=0)
+    assert d.energy == pytest.approx(energy, abs=1e-6)
+    torch.testing.assert_close(d.compressed, unit @ d.basis.conj(), atol=1e-6, rtol=0)
+    # without fingerprints (imaginary parts stored per block) the result is the same
+    lean = build_dictionary(seq, t1, t2, rank=4, b1_values=values)
+    torch.testing.assert_close(lean.compressed, d.compressed, atol=1e-6, rtol=0)
+    torch.testing.assert_close(lean.norms, d.norms)
+    nominal = build_dictionary(seq, t1, t2, rank=4)
+    assert nominal.b1 is None and nominal.b1_values is None
+    with pytest.raises(ValueError, match="not both"):
+        build_dictionary(seq, t1, t2, b1=torch.ones(m), b1_values=values)
+    with pytest.raises(ValueError, match="duplicates"):
+        build_dictionary(seq, t1, t2, b1_values=torch.tensor([1.0, 1.0]))
+    with pytest.raises(ValueError, match="positive"):
+        build_dictionary(seq, t1, t2, b1_values=torch.tensor([0.0, 1.0]))

@@ -1,6 +1,7 @@
 """Dictionary files (data contract section 4), the dictionary cache and the CLI command."""
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -158,7 +159,8 @@ def test_cli_reads_the_sequence_from_raw_data(tmp_path):
     seq = MRFSequence("FISP", np.linspace(5, 40, 12), 9.0, 2.0, 20.0)
     sub = RawSubject(
         kspace=np.zeros((1, 1, 12, 8), np.complex64),
-        traj=np.zeros((1, 12, 8, 2), np.float32),
+        # a radial-like readout that reaches the edge of k-space (|k| = 0.5) of the 8 x 8 matrix
+        traj=np.broadcast_to(np.linspace(-0.5, 0.5, 8, dtype=np.float32)[:, None], (1, 12, 8, 2)).copy(),
         interleaf=np.zeros((1, 12), np.int64),
         sequence=seq,
         matrix=(8, 8),
@@ -171,3 +173,69 @@ def test_cli_reads_the_sequence_from_raw_data(tmp_path):
         main(["dictionary", "--out", str(out), "--from-raw", str(raw), "--rank", "2", "--step", "0.5"]) == 0
     )
     assert load_dictionary(out).sequence == seq
+
+
+def test_cache_is_keyed_by_the_b1_grid(tmp_path):
+    seq = fisp_mrf_jiang2015(20)
+    plain = cached_dictionary(seq, cache_dir=tmp_path, rank=2, **GRID)
+    with_b1 = cached_dictionary(seq, cache_dir=tmp_path, rank=2, b1_step=0.2, b1_range=(0.8, 1.2), **GRID)
+    assert plain.b1 is None
+    torch.testing.assert_close(with_b1.b1_values, torch.tensor([0.8, 1.0, 1.2]))
+    assert with_b1.n_atoms == 3 * plain.n_atoms
+    same = cached_dictionary(seq, cache_dir=tmp_path, rank=2, b1_values=[0.8, 1.0, 1.2], **GRID)
+    assert len(list(tmp_path.glob("*.h5"))) == 2  # same B1 grid, same file
+    torch.testing.assert_close(same.compressed, with_b1.compressed)
+    torch.testing.assert_close(same.b1, with_b1.b1)
+    cached_dictionary(seq, cache_dir=tmp_path, rank=2, b1_values=[0.9, 1.1], **GRID)
+    assert len(list(tmp_path.glob("*.h5"))) == 3
+    with pytest.raises(ValueError, match="not both"):
+        cached_dictionary(seq, cache_dir=tmp_path, b1_values=[1.0], b1_step=0.1)
+    with pytest.raises(ValueError, match="b1_step"):
+        cached_dictionary(seq, cache_dir=tmp_path, b1_range=(0.8, 1.2))
+
+
+def test_full_disk_falls_back_to_the_in_memory_dictionary(tmp_path, monkeypatch):
+    import errno
+    import warnings
+
+    from mrf_monai.io.dictionary import DictionaryCacheWarning
+
+    seq = fisp_mrf_jiang2015(20)
+    cache = tmp_path / "cache"
+    real_create = h5py.Group.create_dataset
+    calls = []
+
+    def full_disk(self, name, *args, **kwargs):  # the temporary file exists, then the disk is full
+        calls.append(name)
+        if name == "compressed":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_create(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", full_disk)
+    with pytest.warns(DictionaryCacheWarning) as record:
+        d = cached_dictionary(seq, cache_dir=cache, rank=2, **GRID)
+    assert "compressed" in calls
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "\n" not in message and str(cache) in message
+    assert "No space left on device" in message and "MRF_MONAI_CACHE" in message
+    assert list(cache.iterdir()) == []  # no partial or temporary file left
+    monkeypatch.setattr(h5py.Group, "create_dataset", real_create)
+    t1, t2 = t1t2_grid(**GRID)
+    ref = build_dictionary(seq, t1, t2, rank=2)
+    torch.testing.assert_close(d.compressed, ref.compressed)
+    # the next run with space writes the cache normally, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_dictionary(seq, cache_dir=cache, rank=2, **GRID)
+    assert len(list(cache.glob("*.h5"))) == 1
+
+
+def test_unwritable_cache_folder_falls_back(tmp_path):
+    from mrf_monai.io.dictionary import DictionaryCacheWarning
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(DictionaryCacheWarning, match="not-a-folder"):
+        d = cached_dictionary(fisp_mrf_jiang2015(10), cache_dir=blocker / "sub", rank=2, **GRID)
+    assert d.rank == 2 and blocker.read_text().startswith("a file")
