@@ -1,6 +1,6 @@
-"""Variable-density spiral trajectories for MR Fingerprinting.
+"""Spiral and radial k-space trajectories for MR Fingerprinting.
 
-Design (one interleaf, before rotation), in cycles per pixel with the k-space edge at 0.5:
+Spiral design (one interleaf, before rotation), in cycles per pixel with the k-space edge at 0.5:
 
     k(theta) = k_max (theta / theta_max) ** alpha * exp(1j theta),  0 <= theta <= theta_max
 
@@ -23,6 +23,10 @@ MRF acquires one interleaf per time frame: :func:`mrf_spiral_trajectory` rotates
 the golden angle from frame to frame (optionally snapped to a grid of ``n_interleaves``
 rotations), or cycles sequentially through ``n_interleaves`` equally spaced rotations (the
 MRF-IDDPM protocol uses 377 rotations of a 920-sample interleaf on a 230 x 230 matrix).
+
+Protocols with several readouts per frame: :func:`golden_angle_radial` gives golden-angle radial
+spokes, ``spokes_per_frame`` per frame (``(T, R, S, 2)``; ``RawSubject`` and the operators take
+the frame-wise layout ``(T, R * S, 2)``).
 """
 
 from __future__ import annotations
@@ -33,15 +37,19 @@ import numpy as np
 
 __all__ = [
     "GOLDEN_ANGLE_RAD",
+    "RADIAL_GOLDEN_ANGLE_RAD",
     "spiral_interleaf",
     "default_n_interleaves_full",
     "mrf_spiral_trajectory",
     "fully_sampled_spiral",
     "radial_trajectory",
+    "golden_angle_radial",
 ]
 
 #: golden angle 2 pi / phi**2 (about 137.51 degrees), the rotation between successive frames
 GOLDEN_ANGLE_RAD: float = math.pi * (3.0 - math.sqrt(5.0))
+#: radial golden angle pi / phi (about 111.25 degrees): the rotation between successive spokes
+RADIAL_GOLDEN_ANGLE_RAD: float = math.pi / ((1.0 + math.sqrt(5.0)) / 2.0)
 
 _K_MAX = 0.5
 
@@ -193,8 +201,39 @@ def radial_trajectory(n_spokes: int, n_samples: int, golden: bool = False) -> np
     """
     r = (np.arange(n_samples) - n_samples // 2) / n_samples
     if golden:
-        angles = np.arange(n_spokes) * math.pi / ((1 + math.sqrt(5)) / 2)
+        angles = np.arange(n_spokes) * RADIAL_GOLDEN_ANGLE_RAD
     else:
         angles = np.arange(n_spokes) * math.pi / n_spokes
     k = np.stack([r, np.zeros_like(r)], axis=-1)
     return _rotate(k, angles)
+
+
+def golden_angle_radial(
+    n_frames: int, spokes_per_frame: int, n_samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Golden-angle radial MRF trajectory with several spokes per time frame.
+
+    Spoke ``m = t * spokes_per_frame + r`` (frame ``t``, readout ``r``) is rotated by
+    ``m * RADIAL_GOLDEN_ANGLE_RAD`` (about 111.25 degrees), so consecutive spokes, and the
+    spokes of one frame, cover k-space nearly uniformly for any count. Each spoke has
+    ``n_samples`` samples through the centre at ``(i - n_samples // 2) / n_samples`` cycles per
+    pixel (from -0.5 up to just below 0.5; ``n_samples >= matrix`` samples the spoke at the
+    Nyquist rate). About ``pi / 2 * matrix`` spokes sample a frame fully at the k-space edge.
+
+    Args:
+        n_frames: number of time frames T.
+        spokes_per_frame: spokes (readouts) per frame R.
+        n_samples: samples per spoke S.
+
+    Returns:
+        ``traj`` ``(T, R, S, 2)`` float32 in cycles per pixel (``traj.reshape(T, R * S, 2)``
+        is the frame-wise layout of ``RawSubject.traj``) and ``index`` ``(T, R)`` int64: the
+        spoke counter ``m`` of each readout (its interleaf index).
+    """
+    if n_frames < 1 or spokes_per_frame < 1:
+        raise ValueError(f"n_frames and spokes_per_frame must be >= 1, got {n_frames}, {spokes_per_frame}.")
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be >= 2, got {n_samples}.")
+    spokes = radial_trajectory(n_frames * spokes_per_frame, n_samples, golden=True)
+    index = np.arange(n_frames * spokes_per_frame, dtype=np.int64).reshape(n_frames, spokes_per_frame)
+    return spokes.reshape(n_frames, spokes_per_frame, n_samples, 2), index

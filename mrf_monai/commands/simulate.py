@@ -7,7 +7,11 @@ import json
 import sys
 import time
 
-__all__ = ["register", "run"]
+__all__ = ["register", "run", "build_protocol"]
+
+_DEFAULT_FRAMES = 200
+_DEFAULT_MATRIX = 230
+_DEFAULT_SAMPLES = 920
 
 
 def _positive(text: str) -> int:
@@ -32,6 +36,7 @@ def _non_negative_float(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to ``subparsers``."""
+    from ..io.trajectory_file import TRAJECTORY_UNITS
     from ..simulation.subjects import DEFAULT_NOISE
 
     p = subparsers.add_parser(
@@ -39,13 +44,44 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="simulate MRF subjects (ISMRMRD raw data and ground-truth maps)",
         description="Simulate brain-phantom subjects scanned with FISP-MRF and write them as "
         "subject folders sub-XXX/ (raw.h5, ref/, sim.json) of a dataset folder, plus a dataset "
-        "card dataset.json. See docs/simulation.md.",
+        "card dataset.json. By default the built-in protocol (FISP-MRF, one golden-angle spiral "
+        "interleaf per frame); --protocol RAW.h5 copies a scan's protocol exactly (sequence, "
+        "trajectory with any number of readouts per frame, matrix, FOV, coils). See "
+        "docs/simulation.md and docs/protocols.md.",
     )
     p.add_argument("--out", required=True, help="dataset folder to write (created if needed)")
     p.add_argument("--subjects", type=_positive, required=True, help="number of subjects")
     p.add_argument("--slices", type=_positive, default=1, help="axial slices per subject (default 1)")
-    p.add_argument("--frames", type=_positive, default=200, help="time frames (default 200 = acceleration 5)")
-    p.add_argument("--coils", type=_positive, default=1, help="receive coils (default 1)")
+    p.add_argument(
+        "--protocol",
+        metavar="RAW.h5",
+        help="ISMRMRD raw file whose protocol to simulate: its sequence, trajectory, matrix, FOV and "
+        "coils (--coils overrides the coils; --frames, --matrix, --samples, --radial, --sequence "
+        "must then be left out)",
+    )
+    p.add_argument(
+        "--trajectory",
+        metavar="FILE",
+        help="trajectory file (.npy, .npz, HDF5 'traj', or an ISMRMRD file; shape (frames, readouts, "
+        "samples, 2) in cycles per pixel, docs/data-contract.md section 5): the trajectory of "
+        "--protocol when its acquisitions carry none, or the trajectory to simulate without --protocol",
+    )
+    p.add_argument(
+        "--trajectory-units",
+        choices=tuple(TRAJECTORY_UNITS),
+        default="cycles_per_pixel",
+        help="units of the trajectory (default cycles_per_pixel; +-0.5 is the k-space edge)",
+    )
+    p.add_argument(
+        "--frames",
+        type=_positive,
+        default=None,
+        help=f"time frames (default {_DEFAULT_FRAMES} = acceleration 5, or those of --sequence or of the "
+        "trajectory file)",
+    )
+    p.add_argument(
+        "--coils", type=_positive, default=None, help="receive coils (default 1, or the protocol's)"
+    )
     p.add_argument(
         "--noise",
         type=_non_negative_float,
@@ -54,14 +90,122 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the first subject (default 0)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="phantom split")
-    p.add_argument("--matrix", type=_positive, default=230, help="image matrix (FOV 230 mm; default 230)")
     p.add_argument(
-        "--samples", type=_positive, default=920, help="samples per spiral interleaf (default 920)"
+        "--matrix", type=_positive, default=None, help=f"image matrix (FOV 230 mm; default {_DEFAULT_MATRIX})"
+    )
+    p.add_argument(
+        "--samples",
+        type=_positive,
+        default=None,
+        help=f"samples per readout (default {_DEFAULT_SAMPLES} per spiral interleaf; 2 x matrix per "
+        "radial spoke)",
+    )
+    p.add_argument(
+        "--radial",
+        type=_positive,
+        default=None,
+        metavar="SPOKES",
+        help="golden-angle radial with SPOKES spokes per frame instead of the spiral",
+    )
+    p.add_argument(
+        "--sequence",
+        metavar="JSON",
+        help="the MRF sequence as JSON (sequence_type, flip_angle_deg, tr_ms, te_ms, ti_ms: the "
+        "'sequence' of sim.json or of a dictionary file); default the built-in FISP-MRF schedule",
     )
     p.add_argument("--device", default="cpu", help="torch device for EPG and NUFFT (default cpu)")
     p.add_argument("--no-augment", action="store_true", help="use the template geometry as is")
     p.set_defaults(func=run)
     return p
+
+
+def _read_sequence(path: str):
+    from pathlib import Path
+
+    from ..physics.sequence import MRFSequence
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the sequence JSON: {err}") from err
+    if isinstance(d, dict) and isinstance(d.get("sequence"), dict):
+        d = d["sequence"]
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: the sequence JSON must be an object (sequence_type, flip_angle_deg, ...)")
+    try:
+        return MRFSequence.from_dict(d)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: invalid sequence: {err}") from err
+
+
+def build_protocol(args: argparse.Namespace):
+    """The :class:`~mrf_monai.acquisition.protocol.Protocol` that ``args`` ask for.
+
+    Raises:
+        ValueError: contradicting options, unreadable files (``RawDataError`` names the file).
+    """
+    from ..acquisition.protocol import Protocol
+    from ..acquisition.trajectory import golden_angle_radial
+    from ..phantoms import FOV_MM
+    from ..physics.sequence import fisp_mrf_jiang2015
+    from ..simulation.subjects import SLICE_THICKNESS_MM, subject_protocol
+
+    if args.protocol:
+        from ..io.ismrmrd import read_raw
+
+        given = [
+            f"--{name}"
+            for name in ("frames", "matrix", "samples", "radial", "sequence")
+            if getattr(args, name) is not None
+        ]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} cannot be combined with --protocol, which fixes the sequence, "
+                "trajectory and matrix (only --coils may override it)"
+            )
+        raw = read_raw(args.protocol, args.trajectory, args.trajectory_units)
+        return Protocol.from_raw(raw, n_coils=args.coils)
+    if args.trajectory and args.radial:
+        raise ValueError("--trajectory and --radial both give the trajectory; use one")
+    sequence = _read_sequence(args.sequence) if args.sequence else None
+    if args.trajectory is None and args.radial is None:
+        return subject_protocol(args.frames, args.matrix, args.samples, args.coils, sequence)
+    matrix = _DEFAULT_MATRIX if args.matrix is None else args.matrix
+    fov = (FOV_MM, FOV_MM, SLICE_THICKNESS_MM)
+    if args.trajectory:
+        from ..io.trajectory_file import check_k_space_edge, read_trajectory_file
+
+        tdata = read_trajectory_file(args.trajectory, args.trajectory_units, (matrix, matrix), fov)
+        check_k_space_edge(tdata.traj[None], f"{args.trajectory}: ", (matrix, matrix), ("", "frame"))
+        n_t, n_r, n_s = tdata.shape
+        if args.frames is not None and args.frames != n_t:
+            raise ValueError(
+                f"--frames {args.frames} but the trajectory file {args.trajectory} has {n_t} frames"
+            )
+        if args.samples is not None and args.samples != n_s:
+            raise ValueError(
+                f"--samples {args.samples} but the trajectory file has {n_s} samples per readout"
+            )
+        traj, interleaf, kind = tdata.traj, tdata.interleaf, "other"
+    else:
+        n_t = args.frames or (sequence.n_frames if sequence is not None else _DEFAULT_FRAMES)
+        n_r = args.radial
+        n_s = 2 * matrix if args.samples is None else args.samples
+        traj, interleaf = golden_angle_radial(n_t, n_r, n_s)
+        kind = "radial"
+    seq = sequence if sequence is not None else fisp_mrf_jiang2015(1000)
+    if seq.n_frames < n_t:
+        raise ValueError(f"the sequence has {seq.n_frames} frames but the trajectory needs {n_t}")
+    return Protocol(
+        seq.truncate(n_t) if seq.n_frames != n_t else seq,
+        traj.reshape(n_t, n_r * n_s, 2),
+        n_r,
+        (matrix, matrix),
+        fov,
+        1 if args.coils is None else args.coils,
+        kind,
+        interleaf,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,10 +216,16 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import __version__
     from ..io.atomic import atomic_write_path
+    from ..io.folders import recover_interrupted
     from ..simulation.subjects import simulate_subject
 
     if args.seed < 0:
         print("mrf-monai simulate: error: --seed must be >= 0", file=sys.stderr)
+        return 2
+    try:
+        protocol = build_protocol(args)
+    except (ValueError, OSError) as err:
+        print(f"mrf-monai simulate: error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     width = max(3, len(str(args.subjects - 1)))
@@ -83,20 +233,19 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         out.mkdir(parents=True, exist_ok=True)
+        for line in recover_interrupted(out, [f"sub-{label}" for label in labels]):
+            print(f"mrf-monai simulate: {line}", file=sys.stderr)
         for i, label in enumerate(tqdm(labels, desc="simulate", unit="subject")):
             simulate_subject(
                 out,
                 label,
                 args.seed + i,
                 n_slices=args.slices,
-                n_frames=args.frames,
-                n_coils=args.coils,
                 noise=args.noise,
                 split=args.split,
-                matrix=args.matrix,
-                n_samples=args.samples,
                 augment=not args.no_augment,
                 device=args.device,
+                protocol=protocol,
             )
         card = {
             "software": f"mrf_monai {__version__}",
@@ -105,11 +254,17 @@ def run(args: argparse.Namespace) -> int:
             "seeds": [args.seed + i for i in range(args.subjects)],
             "split": args.split,
             "slices_per_subject": args.slices,
-            "n_frames": args.frames,
-            "n_coils": args.coils,
+            "n_frames": protocol.n_frames,
+            "n_coils": protocol.n_coils,
             "noise": args.noise,
-            "matrix": args.matrix,
-            "n_samples": args.samples,
+            "matrix": protocol.matrix[0]
+            if protocol.matrix[0] == protocol.matrix[1]
+            else list(protocol.matrix),
+            "n_samples": protocol.samples_per_readout,
+            "readouts_per_frame": protocol.readouts_per_frame,
+            "protocol": protocol.to_dict(include_trajectory=False),
+            "protocol_source": args.protocol,
+            "trajectory_file": args.trajectory,
             "augment": not args.no_augment,
             "description": "Simulated FISP-MRF brain subjects (MNI152 anatomy, 3 T tissue values); "
             "each subject's sim.json says how it was made. See docs/simulation.md.",

@@ -11,8 +11,10 @@ the FISP-MRF protocol:
    protons are simulated (in chunks, by the EPG module).
 3. k-space: every full frame image (not a rank-R subspace approximation), times each coil
    sensitivity, through the type-2 NUFFT (:class:`mrf_monai.acquisition.nufft.Nufft2D`) on
-   that frame's spiral interleaf. ``frames_per_call`` frames are transformed in one
-   library call on the union of their readouts (each frame's own samples are kept).
+   that frame's readouts (one spiral interleaf by default; any number of readouts per frame
+   with a :class:`~mrf_monai.acquisition.protocol.Protocol`). ``frames_per_call`` frames are
+   transformed in one library call on the union of their readouts (each frame's own samples
+   are kept).
 4. Noise: complex white Gaussian noise, independent per coil and sample, with
    ``E|n|^2 = sigma^2`` and ``sigma = noise * mean_{coil, t} |s_{coil, t}(k = 0)|``: the
    noise level is a fraction of the mean magnitude of the k-space centre of the frames
@@ -27,6 +29,18 @@ that lets :class:`mrf_monai.simulation.SubjectPairDataset` rebuild the exact com
 ``sim.json`` card describing how it was made. Geometry: axial slices in LPS,
 ``read_dir = (1, 0, 0)``, ``phase_dir = (0, 1, 0)``, ``slice_dir = (0, 0, 1)``, slice
 centres at the MNI152 coordinates of the chosen template slices.
+
+Protocols (:func:`simulate_subject` ``protocol=``): the sequence, trajectory (any readouts per
+frame), matrix, FOV and coils of a :class:`~mrf_monai.acquisition.protocol.Protocol` (e.g.
+``Protocol.from_raw(read_raw("raw.h5"))``). The phantom is drawn over its fixed 230 mm canvas
+at the protocol's pixel size (the nearest whole matrix over 230 mm) and centre-cropped or
+zero-padded to the protocol's matrix (:func:`protocol_slice_maps`), so the anatomy keeps its
+size to within half a pixel over 230 mm.
+
+Writing is atomic per subject: the folder is written under a hidden temporary name and
+published when complete (:func:`mrf_monai.io.folders.publish_folder`), so a failed write (a
+full disk) leaves no partial ``sub-<label>/``; files of an earlier run that the simulator
+does not write are kept.
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,12 +58,15 @@ import torch
 from mrf_monai import __version__
 from mrf_monai.acquisition.coils import simulate_coil_maps
 from mrf_monai.acquisition.nufft import Nufft2D
+from mrf_monai.acquisition.protocol import Protocol
 from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
 from mrf_monai.io.atomic import atomic_write
+from mrf_monai.io.folders import publish_folder, temporary_folder
 from mrf_monai.io.ismrmrd import RawSubject, write_raw
 from mrf_monai.phantoms import FIELD_STRENGTH_T, FOV_MM, sample_subject_maps, sample_subject_parameters
 from mrf_monai.phantoms.anatomy import slice_position_mm
 from mrf_monai.phantoms.augment import BAND_PERIOD, SLICE_RANGE, split_slices, subject_generator
+from mrf_monai.phantoms.world import world_to_dict
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.physics.sequence import MRFSequence, fisp_mrf_jiang2015
 
@@ -61,6 +79,9 @@ __all__ = [
     "simulate_kspace",
     "noise_sigma",
     "simulate_subject",
+    "subject_protocol",
+    "protocol_slice_maps",
+    "SUBJECT_OUTPUTS",
 ]
 
 #: Default relative noise level: sigma = DEFAULT_NOISE * mean |k-space centre| of the frames.
@@ -72,6 +93,8 @@ DEFAULT_NOISE = 4e-4
 SLICE_THICKNESS_MM = 5.0
 #: Proton gyromagnetic ratio / (2 pi), Hz per tesla.
 GYROMAGNETIC_HZ_PER_T = 42.577478e6
+#: What the simulator writes into a subject folder (replaced on a re-run; anything else is kept).
+SUBJECT_OUTPUTS = ("raw.h5", "ref", "sim.json")
 
 
 def choose_slices(seed: int, split: str, n_slices: int) -> np.ndarray:
@@ -152,12 +175,16 @@ def simulate_kspace(
 
     Args:
         images: ``(T, Nx, Ny)`` complex frame images (the time series).
-        traj: ``(T, S, 2)`` one readout per frame, cycles per pixel.
+        traj: ``(T, S, 2)`` each frame's samples (all its readouts), cycles per pixel.
         coil_maps: ``(C, Nx, Ny)`` sensitivities or ``None`` (one coil, sensitivity 1).
         frames_per_call: frames per NUFFT call (the union of their readouts is planned once).
         eps, backend: NUFFT accuracy and backend.
     """
-    tr = torch.as_tensor(np.asarray(traj) if not isinstance(traj, torch.Tensor) else traj)
+    if isinstance(traj, torch.Tensor):
+        tr = traj
+    else:  # a copy when read-only (a Protocol's trajectory): torch wants writable memory
+        arr = np.asarray(traj)
+        tr = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     n_t, n_s = int(tr.shape[0]), int(tr.shape[1])
     if images.ndim != 3 or images.shape[0] != n_t:
         raise ValueError(
@@ -204,22 +231,133 @@ def _jsonable(obj):
     return obj
 
 
+def subject_protocol(
+    n_frames: int | None = None,
+    matrix: int | None = None,
+    n_samples: int | None = None,
+    n_coils: int | None = None,
+    sequence: MRFSequence | None = None,
+    protocol: Protocol | None = None,
+) -> Protocol:
+    """The protocol a simulated subject is scanned with.
+
+    Without ``protocol``: ``sequence`` (default ``fisp_mrf_jiang2015()``) truncated to
+    ``n_frames`` (default 200, or all of ``sequence``'s frames), one golden-angle spiral
+    interleaf of ``n_samples`` (920) per frame on a ``matrix`` (230) square matrix, FOV 230 mm,
+    5 mm slices, ``n_coils`` (1) coils. With ``protocol``: exactly its sequence, trajectory,
+    matrix, FOV and coils; ``n_coils`` overrides its coils, and ``n_frames``, ``matrix``,
+    ``n_samples`` and ``sequence`` must be ``None`` or agree with it.
+
+    Raises:
+        ValueError: an argument that contradicts ``protocol``.
+    """
+    if protocol is not None:
+        conflicts = []
+        if n_frames is not None and n_frames != protocol.n_frames:
+            conflicts.append(f"{n_frames} frames vs the protocol's {protocol.n_frames}")
+        if matrix is not None and (matrix, matrix) != protocol.matrix:
+            conflicts.append(f"matrix {matrix} vs the protocol's {protocol.matrix[0]} x {protocol.matrix[1]}")
+        if n_samples is not None and n_samples != protocol.samples_per_readout:
+            conflicts.append(
+                f"{n_samples} samples per readout vs the protocol's {protocol.samples_per_readout}"
+            )
+        if sequence is not None and sequence != protocol.sequence:
+            conflicts.append("sequence: " + ", ".join(sequence.differences(protocol.sequence)))
+        if conflicts:
+            raise ValueError(
+                "the simulation arguments contradict the protocol (" + "; ".join(conflicts) + "); leave "
+                "them out to simulate the protocol as it is"
+            )
+        return protocol if n_coils is None else protocol.replace(n_coils=int(n_coils))
+    seq = sequence if sequence is not None else fisp_mrf_jiang2015(1000)
+    n_t = int(n_frames) if n_frames is not None else (seq.n_frames if sequence is not None else 200)
+    if seq.n_frames != n_t:
+        seq = seq.truncate(n_t)
+    m = 230 if matrix is None else int(matrix)
+    traj, interleaf = mrf_spiral_trajectory(n_t, m, 920 if n_samples is None else int(n_samples))
+    return Protocol(
+        seq,
+        traj,
+        1,
+        (m, m),
+        (FOV_MM, FOV_MM, SLICE_THICKNESS_MM),
+        1 if n_coils is None else int(n_coils),
+        "spiral",
+        interleaf[:, None],
+    )
+
+
+def _fit(a: np.ndarray, m: int, nx: int, ny: int) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes of ``a`` from ``(m, m)`` to ``(nx, ny)``, keeping
+    voxel ``m // 2`` of the phantom at voxel ``n // 2`` of the result (the slice centre)."""
+    out = np.zeros((*a.shape[:-2], nx, ny), dtype=a.dtype)
+    ranges = []
+    for n in (nx, ny):
+        shift = n // 2 - m // 2  # result index = phantom index + shift
+        lo, hi = max(0, -shift), min(m, n - shift)
+        ranges.append((lo, hi, lo + shift, hi + shift))
+    (a0, a1, b0, b1), (c0, c1, d0, d1) = ranges
+    out[..., b0:b1, d0:d1] = a[..., a0:a1, c0:c1]
+    return out
+
+
+def protocol_slice_maps(
+    seed: int,
+    slice_index: int,
+    matrix: tuple[int, int],
+    fov_mm: Sequence[float],
+    split: str = "test",
+    augment: bool = True,
+    **kwargs,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Phantom maps of one slice on a protocol's matrix and FOV (see the module docstring).
+
+    The phantom is drawn over its 230 mm canvas with ``m = round(230 / pixel)`` voxels for the
+    protocol's pixel size ``fov / matrix`` and centre-cropped or zero-padded to ``matrix``;
+    ``m == matrix`` (the 230 mm FOV) is :func:`mrf_monai.phantoms.sample_subject_maps` itself.
+    ``kwargs`` go to ``sample_subject_maps`` (``parameters``, ...).
+
+    Returns:
+        the maps (``t1_s``, ``t2_s``, ``pd``, ``mask``, ... of shape ``matrix``) and ``m``
+        (the voxel ``(m // 2, m // 2)`` of the phantom, i.e. :func:`slice_position_mm` with
+        ``m``, sits at voxel ``(Nx // 2, Ny // 2)``).
+
+    Raises:
+        ValueError: non-square pixels, or a pixel size that gives fewer than 8 phantom voxels.
+    """
+    nx, ny = int(matrix[0]), int(matrix[1])
+    px, py = float(fov_mm[0]) / nx, float(fov_mm[1]) / ny
+    if abs(px - py) > 1e-3 * max(px, py):
+        raise ValueError(
+            f"the phantom needs square pixels, but FOV {fov_mm[0]:g} x {fov_mm[1]:g} mm on a {nx} x {ny} "
+            f"matrix gives {px:.4g} x {py:.4g} mm"
+        )
+    m = int(round(FOV_MM / px))
+    if m < 8:
+        raise ValueError(f"pixels of {px:.4g} mm leave fewer than 8 phantom voxels across {FOV_MM:g} mm")
+    maps = sample_subject_maps(seed, slice_index, m, split, augment, **kwargs)
+    if m == nx == ny:
+        return maps, m
+    return {k: _fit(np.asarray(v), m, nx, ny) for k, v in maps.items()}, m
+
+
 def simulate_subject(
     out_dir: str | Path,
     label: str,
     seed: int,
     n_slices: int = 1,
-    n_frames: int = 200,
-    n_coils: int = 1,
+    n_frames: int | None = None,
+    n_coils: int | None = None,
     noise: float = DEFAULT_NOISE,
     split: str = "test",
-    matrix: int = 230,
-    n_samples: int = 920,
+    matrix: int | None = None,
+    n_samples: int | None = None,
     *,
     sequence: MRFSequence | None = None,
     slices: Sequence[int] | None = None,
     augment: bool = True,
     device: torch.device | str = "cpu",
+    protocol: Protocol | None = None,
 ) -> Path:
     """Simulate one subject and write its folder ``out_dir/sub-<label>`` (data contract).
 
@@ -229,17 +367,21 @@ def simulate_subject(
         seed: subject seed (non-negative); with ``split`` it fixes the anatomy, tissues,
             lesions, slices and noise.
         n_slices: number of axial slices (chosen by :func:`choose_slices`).
-        n_frames: leading frames of the sequence to acquire (200 = acceleration 5).
-        n_coils: receive coils (1: uniform sensitivity; more: :func:`simulate_coil_maps`,
-            normalised to ``sum |S|^2 = 1``).
+        n_frames: leading frames of the sequence to acquire (default 200 = acceleration 5).
+        n_coils: receive coils (default 1, or the protocol's; 1: uniform sensitivity; more:
+            :func:`simulate_coil_maps`, normalised to ``sum |S|^2 = 1``).
         noise: relative noise level (``sigma = noise * mean |k-space centre|``, module docs).
         split: ``"train"``, ``"val"`` or ``"test"``.
-        matrix: image matrix (the field of view is 230 mm).
-        n_samples: readout samples per spiral interleaf.
+        matrix: image matrix (default 230; the field of view is 230 mm).
+        n_samples: readout samples per spiral interleaf (default 920).
         sequence: the MRF sequence (default: ``fisp_mrf_jiang2015()`` truncated to ``n_frames``).
         slices: explicit template slices (must belong to ``split``) instead of ``n_slices``.
         augment: apply the subject's geometric augmentation.
         device: where EPG and NUFFT run.
+        protocol: scan with exactly this protocol's sequence, trajectory (any number of
+            readouts per frame), matrix, FOV and coils (:func:`subject_protocol`: ``n_coils``
+            overrides its coils; ``n_frames``, ``matrix``, ``n_samples`` and ``sequence`` must
+            be left out or agree).
 
     Returns:
         the subject folder.
@@ -248,21 +390,20 @@ def simulate_subject(
 
     if not label.isalnum():
         raise ValueError(f"subject label {label!r} must be alphanumeric (data contract, section 1)")
-    seq = sequence if sequence is not None else fisp_mrf_jiang2015(1000).truncate(n_frames)
-    if seq.n_frames != n_frames:
-        seq = seq.truncate(n_frames)
+    prot = subject_protocol(n_frames, matrix, n_samples, n_coils, sequence, protocol)
+    seq, (nx, ny), n_c = prot.sequence, prot.matrix, prot.n_coils
     z_list = (
         np.asarray(slices, dtype=np.int64) if slices is not None else choose_slices(seed, split, n_slices)
     )
-    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix, n_samples)
-    maps_c = None if n_coils == 1 else simulate_coil_maps(n_coils, (matrix, matrix), device=device)
+    traj = prot.trajectory
+    maps_c = None if n_c == 1 else simulate_coil_maps(n_c, (nx, ny), device=device)
     params = sample_subject_parameters(seed, split, augment)
     rng = subject_generator(seed, split, 3)
 
-    kspace = np.empty((len(z_list), n_coils, n_frames, n_samples), dtype=np.complex64)
-    t1m, t2m, pdm, phasem, maskm, sigmas = [], [], [], [], [], []
+    kspace = np.empty((len(z_list), n_c, prot.n_frames, prot.n_samples), dtype=np.complex64)
+    t1m, t2m, pdm, phasem, maskm, sigmas, positions = [], [], [], [], [], [], []
     for s, z in enumerate(z_list):
-        maps = sample_subject_maps(seed, int(z), matrix, split, augment, parameters=params)
+        maps, m = protocol_slice_maps(seed, int(z), (nx, ny), prot.fov_mm, split, augment, parameters=params)
         x = simulate_time_series(maps["t1_s"], maps["t2_s"], maps["pd"], seq, device)
         k = simulate_kspace(x, traj, maps_c)
         sigma = noise_sigma(x, maps_c, noise)
@@ -276,31 +417,21 @@ def simulate_subject(
         pdm.append(np.abs(maps["pd"]).astype(np.float32))
         phasem.append(np.angle(maps["pd"]).astype(np.float32))
         maskm.append(maps["mask"].astype(np.uint8))
+        positions.append(slice_position_mm(int(z), m))
         del x, k
 
-    positions = np.stack([slice_position_mm(int(z), matrix) for z in z_list])
+    n_sl = len(z_list)
     raw = RawSubject(
         kspace=kspace,
-        traj=np.broadcast_to(traj, (len(z_list), *traj.shape)).copy(),
-        interleaf=np.broadcast_to(interleaf, (len(z_list), n_frames)).copy(),
+        traj=np.broadcast_to(traj, (n_sl, *traj.shape)).copy(),
+        interleaf=np.broadcast_to(prot.interleaf_indices, (n_sl, *prot.interleaf_indices.shape)).copy(),
         sequence=seq,
-        matrix=(matrix, matrix),
-        fov_mm=(FOV_MM, FOV_MM, SLICE_THICKNESS_MM),
-        position_mm=positions,
+        matrix=(nx, ny),
+        fov_mm=prot.fov_mm,
+        position_mm=np.stack(positions),
         larmor_hz=GYROMAGNETIC_HZ_PER_T * FIELD_STRENGTH_T,
-    )
-    subject_dir = Path(out_dir) / f"sub-{label}"
-    subject_dir.mkdir(parents=True, exist_ok=True)
-    write_raw(subject_dir / "raw.h5", raw)
-    write_reference(
-        subject_dir,
-        label,
-        np.stack(t1m, axis=-1),
-        np.stack(t2m, axis=-1),
-        np.stack(pdm, axis=-1),
-        np.stack(maskm, axis=-1),
-        raw.affine(),  # the geometry inference writes its maps with
-        pd_phase_rad=np.stack(phasem, axis=-1),
+        readouts_per_frame=prot.readouts_per_frame,
+        trajectory_type=prot.trajectory_type,
     )
     card = {
         "software": f"mrf_monai {__version__}",
@@ -312,13 +443,20 @@ def simulate_subject(
         "template": "MNI152 ICBM 2009a nonlinear symmetric, 1 mm (nilearn)",
         "field_strength_T": FIELD_STRENGTH_T,
         "sequence": seq.to_dict(),
-        "n_frames": n_frames,
-        "n_coils": n_coils,
-        "coil_model": None if n_coils == 1 else "simulate_coil_maps (Biot-Savart wires, sum |S|^2 = 1)",
-        "matrix": [matrix, matrix],
-        "fov_mm": [FOV_MM, FOV_MM, SLICE_THICKNESS_MM],
-        "n_samples": n_samples,
-        "trajectory": "mrf_spiral_trajectory (variable-density spiral, golden-angle rotation per frame)",
+        "n_frames": prot.n_frames,
+        "n_coils": n_c,
+        "coil_model": None if n_c == 1 else "simulate_coil_maps (Biot-Savart wires, sum |S|^2 = 1)",
+        "matrix": [nx, ny],
+        "fov_mm": list(prot.fov_mm),
+        "phantom_pixel_mm": FOV_MM / m,
+        "n_samples": prot.samples_per_readout,
+        "readouts_per_frame": prot.readouts_per_frame,
+        "trajectory": (
+            "mrf_spiral_trajectory (variable-density spiral, golden-angle rotation per frame)"
+            if protocol is None
+            else f"the protocol's ({prot.trajectory_type}, {prot.readouts_per_frame} readout(s) per frame)"
+        ),
+        "protocol": prot.to_dict(include_trajectory=False),
         "noise": {
             "relative": float(noise),
             "definition": "complex Gaussian, E|n|^2 = sigma^2, sigma = relative * mean over coils and "
@@ -335,7 +473,27 @@ def simulate_subject(
         "lesion_type": params.lesion_type,
         "lesions": _jsonable(params.lesions),
         "tissues": _jsonable(params.tissues),
+        # the phantom-world draw (validation seeds; None for today's phantoms)
+        "phantom_world": world_to_dict(params.world),
     }
-    with atomic_write(subject_dir / "sim.json") as tmp:
-        tmp.write_text(json.dumps(card, indent=2))
+    subject_dir = Path(out_dir) / f"sub-{label}"
+    tmp = temporary_folder(subject_dir)  # published only when complete
+    try:
+        write_raw(tmp / "raw.h5", raw)
+        write_reference(
+            tmp,
+            label,
+            np.stack(t1m, axis=-1),
+            np.stack(t2m, axis=-1),
+            np.stack(pdm, axis=-1),
+            np.stack(maskm, axis=-1),
+            raw.affine(),  # the geometry inference writes its maps with
+            pd_phase_rad=np.stack(phasem, axis=-1),
+        )
+        with atomic_write(tmp / "sim.json") as f:
+            f.write_text(json.dumps(card, indent=2))
+        publish_folder(tmp, subject_dir, owned=SUBJECT_OUTPUTS)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return subject_dir

@@ -5,8 +5,10 @@ import pytest
 
 from mrf_monai.acquisition.trajectory import (
     GOLDEN_ANGLE_RAD,
+    RADIAL_GOLDEN_ANGLE_RAD,
     default_n_interleaves_full,
     fully_sampled_spiral,
+    golden_angle_radial,
     mrf_spiral_trajectory,
     radial_trajectory,
     spiral_interleaf,
@@ -71,3 +73,20 @@ def test_fully_sampled_and_radial_shapes():
     np.testing.assert_array_equal(f[0], f[2])
     r = radial_trajectory(10, 32)
     assert r.shape == (10, 32, 2) and np.abs(r).max() <= 0.5
+
+
+def test_golden_angle_radial_spokes_per_frame():
+    traj, index = golden_angle_radial(5, 4, 32)
+    assert traj.shape == (5, 4, 32, 2) and traj.dtype == np.float32 and index.shape == (5, 4)
+    np.testing.assert_array_equal(index, np.arange(20).reshape(5, 4))
+    # spoke m points along m * pi / phi; sample S // 2 is the centre, sample 0 is at |k| = 0.5
+    flat = traj.reshape(20, 32, 2)
+    np.testing.assert_allclose(flat[:, 16], 0.0, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(flat[:, 0], axis=-1), 0.5, atol=1e-6)
+    ang = np.arctan2(flat[:, -1, 1], flat[:, -1, 0])
+    np.testing.assert_allclose(np.mod(np.diff(ang), np.pi), RADIAL_GOLDEN_ANGLE_RAD, atol=1e-5)
+    assert np.abs(traj).max() <= 0.5
+    # the same spokes as radial_trajectory(golden=True), grouped by frame
+    np.testing.assert_array_equal(flat, radial_trajectory(20, 32, golden=True))
+    with pytest.raises(ValueError, match="spokes_per_frame"):
+        golden_angle_radial(3, 0, 32)

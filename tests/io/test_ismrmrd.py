@@ -53,6 +53,8 @@ def test_round_trip(tmp_path):
     np.testing.assert_array_equal(back.kspace, sub.kspace)
     np.testing.assert_array_equal(back.traj, sub.traj)
     np.testing.assert_array_equal(back.interleaf, sub.interleaf)
+    assert back.interleaf.shape == (2, N_FRAMES, 1) and back.readouts_per_frame == 1
+    assert back.noise is None and back.dcf is None and back.trajectory_type == "spiral"
     assert back.kspace.dtype == np.complex64 and back.traj.dtype == np.float32
     assert back.sequence == sub.sequence and back.sequence.ti_ms == 18.0
     assert back.matrix == (NX, NY) and back.fov_mm == (240.0, 180.0, 5.0)
@@ -300,7 +302,8 @@ def test_error_duplicated_frame(good_file):
         return rec
 
     _rewrite_records(good_file, dup)
-    _expect(good_file, "more than one readout")
+    # frame 0 now has two readouts and frame 1 none: the missing frame is named, and the doubled one
+    _expect(good_file, "frame(s) missing", "slice 0, frame 1", "frame 0 has 2 readouts")
 
 
 def test_error_missing_slice(good_file):
@@ -312,15 +315,19 @@ def test_error_missing_slice(good_file):
     _expect(good_file, "slice index(es) [1]")
 
 
-def test_noise_acquisitions_are_skipped(good_file):
+def test_noise_acquisitions_are_not_frames(good_file):
     def add_noise(rec):
         extra = rec[:1].copy()
-        extra["head"]["flags"][0] = np.uint64(1 << 18)
+        extra["head"]["flags"][0] = np.uint64(1 << 18)  # ACQ_IS_NOISE_MEASUREMENT (flag 19)
         extra["head"]["idx"]["repetition"][0] = 0
         return np.concatenate([extra, rec])
 
+    first = read_raw(good_file).kspace[0, :, 0]
+    assert read_raw(good_file).noise is None
     _rewrite_records(good_file, add_noise)
-    assert read_raw(good_file).kspace.shape == (2, N_COILS, N_FRAMES, N_SAMPLES)
+    raw = read_raw(good_file)
+    assert raw.kspace.shape == (2, N_COILS, N_FRAMES, N_SAMPLES)
+    np.testing.assert_array_equal(raw.noise, first)  # the copied readout's samples, (C, N)
 
 
 def test_failed_write_leaves_no_file(tmp_path):

@@ -47,3 +47,45 @@ def test_dict_form_with_slice_key(raw_file):
     assert d["raw"] == path and d["label"] == "01"
     np.testing.assert_array_equal(d["kspace"].numpy(), sub.kspace[0])
     assert set(d) >= {"kspace", "traj", "interleaf", "sequence", "affine", "meta"}
+    assert d["readouts_per_frame"] == 1 and d["noise"] is None and d["dcf"] is None
+
+
+def test_multi_readout_noise_and_trajectory_file(tmp_path):
+    """Several readouts per frame, the noise scan and a trajectory file's dcf reach the tensors."""
+    from mrf_monai.io.trajectory_file import write_trajectory_file
+
+    rng = np.random.default_rng(4)
+    shape = (2, 3, 5, 4 * 12)  # 4 readouts of 12 samples per frame
+    kspace = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    traj = rng.uniform(-0.5, 0.5, (5, 4, 12, 2)).astype(np.float32)
+    noise = (rng.standard_normal((3, 30)) + 1j * rng.standard_normal((3, 30))).astype(np.complex64)
+    seq = MRFSequence("FISP", np.linspace(10, 40, 5), 12.0, 2.0, 20.0)
+    sub = RawSubject(
+        kspace,
+        np.broadcast_to(traj.reshape(1, 5, 48, 2), (2, 5, 48, 2)),
+        np.broadcast_to(np.arange(20).reshape(5, 4), (2, 5, 4)),
+        seq,
+        (8, 8),
+        (200.0, 200.0, 5.0),
+        [[0, 0, 0], [0, 0, 5.0]],
+        readouts_per_frame=4,
+        noise=noise,
+    )
+    path = write_raw(tmp_path / "sub-01" / "raw.h5", sub, include_trajectory=False)
+    dcf = rng.uniform(0.5, 1.5, (5, 4, 12)).astype(np.float32)
+    tfile = write_trajectory_file(tmp_path / "traj.npz", traj, dcf)
+    one = LoadRawSubject(slice_index=1, trajectory=tfile)(path)
+    assert one["kspace"].shape == (3, 5, 48) and one["readouts_per_frame"] == 4
+    np.testing.assert_array_equal(one["traj"].numpy(), traj.reshape(5, 48, 2))
+    np.testing.assert_array_equal(one["interleaf"].numpy(), np.arange(20).reshape(5, 4))
+    np.testing.assert_array_equal(one["noise"].numpy(), noise)
+    np.testing.assert_array_equal(one["dcf"].numpy(), dcf.reshape(5, 48))
+    assert one["meta"]["samples_per_readout"] == 12
+    d = LoadRawSubjectd(keys="raw", trajectory_key="traj_file")({"raw": path, "traj_file": tfile})
+    assert d["kspace"].shape == (2, 3, 5, 48) and d["dcf"].shape == (2, 5, 48)
+    with pytest.raises(ValueError, match="trajectory=FILE"):
+        LoadRawSubject()(path)
+    # an already read subject
+    assert (
+        LoadRawSubject(0)(sub)["readouts_per_frame"] == 4 and LoadRawSubject(0)(sub)["meta"]["path"] is None
+    )
