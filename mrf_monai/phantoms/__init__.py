@@ -1,7 +1,10 @@
-"""Numerical brain phantoms: MNI152 anatomy, 3 T tissue parameters, augmentation, splits.
+"""Numerical brain phantoms: MNI152 anatomy, 3 T tissue parameters, augmentation, splits,
+and the wider phantom world (recipes, strong deformation, fine structure, varied lesions,
+fully synthetic label phantoms, reserved validation seeds).
 
-``sample_subject_maps(seed, slice_index, matrix, split, augment)`` is the entry point: it
-returns the ground-truth T1/T2/PD maps of one axial slice of a simulated subject.
+``sample_subject_maps(seed, slice_index, matrix, split, augment, recipe=None)`` is the entry
+point: it returns the ground-truth T1/T2/PD maps of one axial slice of a simulated subject;
+``recipe`` (a :class:`PhantomRecipe`) selects the phantom world (``None``: today's phantoms).
 """
 
 from .anatomy import (
@@ -21,7 +24,25 @@ from .augment import (
     split_slices,
     subject_generator,
 )
-from .tissues import FIELD_STRENGTH_T, LABELS, TISSUES, sample_subject_maps, sample_subject_parameters
+from .recipe import (
+    VALIDATION_RECIPES,
+    VALIDATION_SEED_BLOCKS,
+    VALIDATION_SEED_START,
+    VALIDATION_SEED_STOP,
+    PhantomRecipe,
+    check_training_seed,
+    is_validation_seed,
+    validation_kind_of_seed,
+    validation_seed,
+)
+from .tissues import (
+    FIELD_STRENGTH_T,
+    LABELS,
+    TISSUE_RANGES,
+    TISSUES,
+    sample_subject_maps,
+    sample_subject_parameters,
+)
 
 __all__ = [
     "CANVAS",
@@ -37,9 +58,19 @@ __all__ = [
     "split_of_slice",
     "split_slices",
     "subject_generator",
+    "PhantomRecipe",
+    "VALIDATION_RECIPES",
+    "VALIDATION_SEED_BLOCKS",
+    "VALIDATION_SEED_START",
+    "VALIDATION_SEED_STOP",
+    "check_training_seed",
+    "is_validation_seed",
+    "validation_kind_of_seed",
+    "validation_seed",
     "FIELD_STRENGTH_T",
     "LABELS",
     "TISSUES",
+    "TISSUE_RANGES",
     "sample_subject_maps",
     "sample_subject_parameters",
 ]

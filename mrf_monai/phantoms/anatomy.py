@@ -54,6 +54,7 @@ __all__ = [
     "sample_head_layers",
     "head_slice",
     "brain_slice",
+    "canvas_coords",
     "resample_to_matrix",
     "slice_position_mm",
 ]
@@ -62,8 +63,10 @@ __all__ = [
 CANVAS = 230
 #: In-plane field of view, mm (MRF-IDDPM protocol: 230 x 230 matrix, 1 mm).
 FOV_MM = 230.0
-#: Tissues of the fraction maps, in label order (label = 1 + position; 0 is air).
-TISSUE_NAMES = ("csf", "gm", "wm", "fat", "muscle", "bone", "lesion")
+#: Tissues of the fraction maps, in label order (label = 1 + position; 0 is air). ``vessel``
+#: (blood) only appears in the phantom world's fine structure
+#: (:func:`mrf_monai.phantoms.structures.add_vessels`); it is zero in today's phantoms.
+TISSUE_NAMES = ("csf", "gm", "wm", "fat", "muscle", "bone", "lesion", "vessel")
 
 
 @dataclass(frozen=True)
@@ -185,8 +188,9 @@ def sample_head_layers(rng: np.random.Generator) -> HeadLayers:
     )
 
 
-def _canvas_coords(templates: MNITemplates) -> tuple[np.ndarray, np.ndarray]:
+def canvas_coords(templates: MNITemplates | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Template voxel coordinates (x, y) of the canvas voxel centres, each (CANVAS, CANVAS)."""
+    templates = templates or load_mni_templates()
     c = np.arange(CANVAS, dtype=np.float64) - CANVAS // 2
     x = templates.centre_lps_mm[0] + c - templates.origin_lps_mm[0]
     y = templates.centre_lps_mm[1] + c - templates.origin_lps_mm[1]
@@ -205,6 +209,7 @@ def brain_slice(
     slice_index: int,
     warp: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     lesion: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    slab_weights: tuple[float, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Brain tissue fractions of one axial template slice on the 1 mm canvas.
 
@@ -215,19 +220,33 @@ def brain_slice(
             :mod:`mrf_monai.phantoms.augment`).
         lesion: optional function of the (warped) template coordinates returning a lesion
             fraction in [0, 1]; lesions replace GM/WM/CSF inside the brain.
+        slab_weights: optional odd-length weights of the template slices
+            ``slice_index - k .. slice_index + k`` (normalised to sum 1): through-plane
+            partial volume of a thicker slab (default: the one 1 mm slice).
 
     Returns:
-        ``{"csf", "gm", "wm", "lesion", "brain"}`` float32 maps ``(CANVAS, CANVAS)``;
-        ``brain`` = the (soft) brain mask = ``csf + gm + wm + lesion``.
+        ``{"csf", "gm", "wm", "lesion", "vessel", "brain"}`` float32 maps ``(CANVAS, CANVAS)``;
+        ``brain`` = the (soft) brain mask = ``csf + gm + wm + lesion``; ``vessel`` is zero.
     """
     t = load_mni_templates()
     _check_slice(t, slice_index)
-    x, y = _canvas_coords(t)
+    x, y = canvas_coords(t)
     if warp is not None:
         x, y = warp(x, y)
-    planes = torch.from_numpy(
-        np.stack([t.mask[:, :, slice_index], t.gm[:, :, slice_index], t.wm[:, :, slice_index]])
-    )[None]
+    if slab_weights is None:
+        z = slice_index
+        planes = torch.from_numpy(np.stack([t.mask[:, :, z], t.gm[:, :, z], t.wm[:, :, z]]))[None]
+    else:
+        w = np.asarray(slab_weights, dtype=np.float64)
+        if w.ndim != 1 or w.size % 2 != 1 or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(
+                f"slab_weights must be an odd number of non-negative weights, got {slab_weights}"
+            )
+        k = w.size // 2
+        zs = np.clip(np.arange(slice_index - k, slice_index + k + 1), 0, t.n_slices - 1)
+        w = w / w.sum()
+        stacks = [np.tensordot(v[:, :, zs], w, axes=([2], [0])) for v in (t.mask, t.gm, t.wm)]
+        planes = torch.from_numpy(np.stack(stacks).astype(np.float32))[None]
     # grid_sample: grid[..., 0] indexes the last input axis (y), grid[..., 1] the first (x)
     nx, ny = planes.shape[-2:]
     grid = np.stack([2.0 * y / (ny - 1) - 1.0, 2.0 * x / (nx - 1) - 1.0], axis=-1)
@@ -252,7 +271,7 @@ def brain_slice(
         les = f * brain
         keep = 1.0 - f
         gm, wm, csf = gm * keep, wm * keep, csf * keep
-    out = {"csf": csf, "gm": gm, "wm": wm, "lesion": les, "brain": brain}
+    out = {"csf": csf, "gm": gm, "wm": wm, "lesion": les, "vessel": np.zeros_like(brain), "brain": brain}
     return {k: v.astype(np.float32) for k, v in out.items()}
 
 
@@ -283,20 +302,21 @@ def head_slice(
     layers: HeadLayers | None = None,
     warp: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
     lesion: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    slab_weights: tuple[float, ...] | None = None,
 ) -> dict[str, np.ndarray]:
     """Tissue fractions of a whole head slice (brain + procedural layers) on the 1 mm canvas.
 
     Args:
         slice_index: axial MNI152 slice (see :func:`brain_slice`).
         layers: layer thicknesses (default :class:`HeadLayers`).
-        warp, lesion: see :func:`brain_slice`.
+        warp, lesion, slab_weights: see :func:`brain_slice`.
 
     Returns:
         float32 ``(CANVAS, CANVAS)`` maps for every name in :data:`TISSUE_NAMES` plus
         ``"brain"`` (soft brain mask). Fractions sum to at most 1 per voxel.
     """
     layers = layers or HeadLayers()
-    out = brain_slice(slice_index, warp, lesion)
+    out = brain_slice(slice_index, warp, lesion, slab_weights)
     brain = out["brain"]
     inside = brain >= 0.5
     if not inside.any():

@@ -53,6 +53,38 @@ instead would leave no single "true" T1/T2 per voxel at tissue borders.)
 
 Finally T1 is clipped to [0.05, 5] s and T2 to [0.005, min(3, T1)] s: the default
 dictionary range (``physics.dictionary.t1t2_grid``) with T2 <= T1.
+
+Literature ranges (the phantom world's "tissue ranges" ingredient)
+------------------------------------------------------------------
+Reported 3 T values differ between studies far more than the 15 % spread above (sequence,
+B1 and MT handling, fitting model): the review of Bojorquez et al. (Magn Reson Imaging
+2017, "What are normal relaxation times of tissues at 3 T?") lists, e.g., WM T1 from 0.70 to
+1.74 s and fat T2 from 0.041 to 0.371 s across methods. A subject of a
+:class:`~mrf_monai.phantoms.recipe.PhantomRecipe` with ``tissue_range_probability`` draws
+each tissue's T1 and T2 log-uniformly and its PD uniformly over :data:`TISSUE_RANGES`:
+
+========== =========== ============= =========== =========================================
+tissue     T1 (s)      T2 (s)        PD          basis (3 T)
+========== =========== ============= =========== =========================================
+WM         0.70-1.10   0.040-0.080   0.62-0.76   IR and MRF values (Wansapura 1999: 0.83 s;
+                                                 Stanisz 2005: 1.08 s, T2 0.07 s); MRF-FISP
+                                                 reports the shorter T2
+GM         1.10-1.85   0.070-0.120   0.74-0.88   Wansapura 1999 (1.33 s) to Stanisz 2005
+                                                 (1.82 s, T2 0.1 s)
+CSF        3.50-4.70   1.20-2.50     0.95-1.00   water-like (Lu 2005; Spijkerman 2018)
+fat        0.30-0.45   0.050-0.150   0.80-1.00   Gold 2004 (0.37 s, 0.13 s); the shorter T2
+                                                 of multi-peak fat in FISP/MRF
+muscle     1.20-1.60   0.027-0.050   0.65-0.82   Gold 2004; Stanisz 2005
+bone       0.15-0.40   0.004-0.012   0.02-0.10   cortical bone: almost no FISP signal
+vessel     1.50-2.10   0.050-0.250   0.85-1.00   blood: T1 about 1.65 s (Lu et al., MRM 2004);
+                                                 T2 depends on oxygenation (venous short,
+                                                 arterial long)
+========== =========== ============= =========== =========================================
+
+(Rounded brackets around the cited values; check them against the papers before quoting
+them elsewhere.) Lesions of the world have their own contrast modes
+(:mod:`mrf_monai.phantoms.lesions`). ``vessel`` has nominal values :data:`VESSEL`
+(1.65 s, 0.15 s, 0.9); it only appears in the world's fine structure.
 """
 
 from __future__ import annotations
@@ -81,11 +113,14 @@ from .augment import (
     split_slices,
     subject_generator,
 )
+from .recipe import PhantomRecipe, check_training_seed, is_validation_seed, recipe_for_seed
 
 __all__ = [
     "FIELD_STRENGTH_T",
     "TissueProperties",
     "TISSUES",
+    "TISSUE_RANGES",
+    "VESSEL",
     "LESION_TYPES",
     "T1_RANGE_S",
     "T2_RANGE_S",
@@ -94,6 +129,7 @@ __all__ = [
     "Lesion",
     "sample_subject_parameters",
     "sample_subject_maps",
+    "tissue_maps",
     "mix_tissues",
 ]
 
@@ -129,6 +165,18 @@ TISSUES: dict[str, TissueProperties] = {
     "muscle": TissueProperties(1.42, 0.040, 0.75, texture=0.05),
     "bone": TissueProperties(0.25, 0.006, 0.05, texture=0.05),
 }
+#: Nominal blood (the ``vessel`` tissue of the phantom world's fine structure).
+VESSEL = TissueProperties(1.65, 0.15, 0.90, texture=0.03)
+#: 3 T literature ranges ``((T1 lo, hi) s, (T2 lo, hi) s, (PD lo, hi))`` (module docstring).
+TISSUE_RANGES: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
+    "wm": ((0.70, 1.10), (0.040, 0.080), (0.62, 0.76)),
+    "gm": ((1.10, 1.85), (0.070, 0.120), (0.74, 0.88)),
+    "csf": ((3.50, 4.70), (1.20, 2.50), (0.95, 1.00)),
+    "fat": ((0.30, 0.45), (0.050, 0.150), (0.80, 1.00)),
+    "muscle": ((1.20, 1.60), (0.027, 0.050), (0.65, 0.82)),
+    "bone": ((0.15, 0.40), (0.004, 0.012), (0.02, 0.10)),
+    "vessel": ((1.50, 2.10), (0.050, 0.250), (0.85, 1.00)),
+}
 #: Synthetic lesion types (the ``"lesion"`` tissue of a subject takes one of them).
 LESION_TYPES: dict[str, TissueProperties] = {
     "ms": TissueProperties(1.30, 0.13, 0.80, texture=0.08),
@@ -150,7 +198,11 @@ class Lesion:
 
 @dataclass(frozen=True)
 class SubjectParameters:
-    """Everything random about a subject that does not depend on the slice."""
+    """Everything random about a subject that does not depend on the slice.
+
+    ``world`` is ``None`` for today's phantoms, else the subject's draw of a
+    :class:`~mrf_monai.phantoms.recipe.PhantomRecipe` (:class:`mrf_monai.phantoms.world.WorldDraw`).
+    """
 
     tissues: dict[str, TissueProperties]
     lesions: tuple[Lesion, ...]
@@ -158,6 +210,7 @@ class SubjectParameters:
     augmentation: Augmentation
     layers: object  # anatomy.HeadLayers
     phase_seed: int
+    world: object | None = None  # world.WorldDraw
 
 
 def _draw(rng: np.random.Generator, p: TissueProperties, spread: float, pd_spread: float) -> TissueProperties:
@@ -196,6 +249,8 @@ def sample_subject_parameters(
     spread: float = 0.15,
     pd_spread: float = 0.05,
     lesion_probability: float = 0.3,
+    *,
+    recipe: PhantomRecipe | None = None,
 ) -> SubjectParameters:
     """Draw the slice-independent parameters of subject ``seed`` of ``split``.
 
@@ -205,8 +260,16 @@ def sample_subject_parameters(
         augment: draw a geometric augmentation (else the template's own geometry).
         spread: log-normal standard deviation of the per-subject T1 and T2 factors.
         pd_spread: same for PD.
-        lesion_probability: probability that the subject has lesions.
+        lesion_probability: probability that the subject has lesions (a recipe's own
+            ``lesion_probability`` replaces it).
+        recipe: the phantom world to draw from (:class:`~mrf_monai.phantoms.recipe.PhantomRecipe`;
+            ``None``: today's phantoms). Seeds of the reserved validation range always use
+            their validation kind's recipe, and are refused for ``split="train"``
+            (:mod:`mrf_monai.phantoms.recipe`).
     """
+    recipe = recipe_for_seed(seed, split, recipe)
+    if recipe is not None:
+        lesion_probability = recipe.lesion_probability
     rng = subject_generator(seed, split, 0)
     tissues = {name: _draw(rng, p, spread, pd_spread) for name, p in TISSUES.items()}
     lesion_type = None
@@ -219,7 +282,12 @@ def sample_subject_parameters(
         tissues["lesion"] = LESION_TYPES["ms"]
     aug = sample_augmentation(rng) if augment else Augmentation()
     layers = sample_head_layers(rng)
-    return SubjectParameters(tissues, lesions, lesion_type, aug, layers, int(rng.integers(0, 2**31 - 1)))
+    base = SubjectParameters(tissues, lesions, lesion_type, aug, layers, int(rng.integers(0, 2**31 - 1)))
+    if recipe is None:
+        return base
+    from .world import draw_world  # the world builds on this module
+
+    return draw_world(base, seed, split, augment, recipe)
 
 
 def _lesion_fraction(lesions: tuple[Lesion, ...], z: float):
@@ -280,6 +348,7 @@ def sample_subject_maps(
     parameters: SubjectParameters | None = None,
     check_split: bool = True,
     mask_threshold: float = 0.5,
+    recipe: PhantomRecipe | None = None,
 ) -> dict[str, np.ndarray]:
     """Ground-truth parameter maps of one axial slice of a simulated subject.
 
@@ -295,13 +364,18 @@ def sample_subject_maps(
             redrawing them for every slice).
         check_split: refuse slices that belong to another split (or to no split).
         mask_threshold: brain-tissue fraction above which a voxel is in ``mask``.
+        recipe: the phantom world (:class:`~mrf_monai.phantoms.recipe.PhantomRecipe`, see
+            :func:`sample_subject_parameters`; ignored when ``parameters`` are given, which
+            carry their own draw). ``None`` and ``PhantomRecipe()`` give today's phantoms.
 
     Returns:
         ``(matrix, matrix)`` numpy arrays: ``t1_s``, ``t2_s`` (float32 seconds, 0 outside
         the head), ``pd`` (complex64, magnitude = relative proton density, smooth phase),
         ``mask`` (bool, brain tissue used for metrics: CSF + GM + WM + lesion fraction above
         ``mask_threshold``), ``labels`` (uint8, dominant tissue, :data:`LABELS`) and
-        ``fractions`` ``(len(TISSUE_NAMES), matrix, matrix)`` float32.
+        ``fractions`` ``(len(TISSUE_NAMES), matrix, matrix)`` float32 (all zero for a
+        fully synthetic phantom, whose ``labels`` are region ids from
+        :data:`mrf_monai.phantoms.synthetic.SYNTHETIC_LABEL_BASE`).
     """
     if check_split and split_of_slice(slice_index) != split:
         raise ValueError(
@@ -309,43 +383,88 @@ def sample_subject_maps(
             f"use one of mrf_monai.phantoms.augment.split_slices({split!r}) = {split_slices(split).tolist()} "
             "or pass check_split=False"
         )
-    p = parameters or sample_subject_parameters(seed, split, augment)
+    if parameters is None:
+        p = sample_subject_parameters(seed, split, augment, recipe=recipe)
+    else:
+        check_training_seed(seed, split)
+        if is_validation_seed(seed) and parameters.world is None:
+            raise ValueError(
+                f"subject seed {seed} is a validation seed: its parameters must come from "
+                "sample_subject_parameters (they carry the validation recipe's draw)"
+            )
+        p = parameters
+    if p.world is not None:
+        from .world import world_slice_maps  # the world builds on this module
+
+        return world_slice_maps(seed, slice_index, matrix, split, augment, p, mask_threshold)
     lesion = _lesion_fraction(p.lesions, float(slice_index)) if p.lesions else None
     aug = p.augmentation if augment else Augmentation()
     frac = head_slice(slice_index, p.layers, None if aug.is_identity else aug.warp(), lesion)
     frac = resample_to_matrix(frac, matrix)
+    return tissue_maps(frac, p, seed, split, slice_index, matrix, mask_threshold)
 
+
+def tissue_maps(
+    frac: dict[str, np.ndarray],
+    p: SubjectParameters,
+    seed: int,
+    split: str,
+    slice_index: int,
+    matrix: int,
+    mask_threshold: float = 0.5,
+    phase=None,
+) -> dict[str, np.ndarray]:
+    """The map dict of :func:`sample_subject_maps` from tissue fractions at the output matrix.
+
+    Args:
+        frac: ``(matrix, matrix)`` fraction maps of every tissue of :data:`TISSUE_NAMES` and
+            ``brain`` (e.g. :func:`~mrf_monai.phantoms.anatomy.head_slice`, resampled).
+        p: the subject's parameters (tissue values, PD phase seed).
+        seed, split, slice_index: select the random stream of the texture and phase fields.
+        matrix: the matrix of ``frac``.
+        mask_threshold: see :func:`sample_subject_maps`.
+        phase: optional callable ``matrix -> phase map (rad)`` replacing today's smooth phase.
+    """
     rng = subject_generator(seed, split, 1, int(slice_index))
     shape = (matrix, matrix)
     pixel_mm = FOV_MM / matrix
     tex = {q: smooth_random_field(rng, shape, 8.0 / pixel_mm) for q in ("t1", "t2", "pd")}
     t1_k, t2_k, pd_k = {}, {}, {}
     for k in TISSUE_NAMES:
+        if k not in p.tissues:
+            if np.any(frac[k] > 0):
+                raise ValueError(
+                    f"the phantom has {k!r} tissue but the subject's parameters give it no values"
+                )
+            continue  # an absent tissue (today's phantoms have no vessels) adds exactly nothing
         tp = p.tissues[k]
         t1_k[k] = tp.t1_s * np.exp(tp.texture * tex["t1"])
         t2_k[k] = tp.t2_s * np.exp(tp.texture * tex["t2"])
         pd_k[k] = tp.pd * np.exp(0.5 * tp.texture * tex["pd"])
     fr = {k: frac[k].astype(np.float64) for k in TISSUE_NAMES}
-    t1, t2, pd_mag = mix_tissues(fr, t1_k, t2_k, pd_k)
+    t1, t2, pd_mag = mix_tissues({k: fr[k] for k in t1_k}, t1_k, t2_k, pd_k)
     has = pd_mag > 1e-4 * max(float(pd_mag.max()), 1e-12)
     t1 = np.where(has, np.clip(t1, *T1_RANGE_S), 0.0)
     t2 = np.where(has, np.clip(np.minimum(t2, t1), T2_RANGE_S[0], T2_RANGE_S[1]), 0.0)
     t2 = np.where(has, np.minimum(t2, t1), 0.0)
     pd_mag = np.where(has, pd_mag, 0.0)
 
-    # smooth phase: constant + linear ramp (<= 1 rad across the FOV) + smooth field
-    prng = np.random.default_rng(p.phase_seed)
-    phase0 = prng.uniform(-math.pi, math.pi)
-    ramp = prng.normal(size=2)
-    ramp = ramp / max(float(np.linalg.norm(ramp)), 1e-12) * prng.uniform(0.0, 1.0)
-    u = (np.arange(matrix) - matrix // 2) / matrix
-    phase = phase0 + ramp[0] * u[:, None] + ramp[1] * u[None, :]
-    phase = phase + 0.3 * smooth_random_field(rng, shape, 40.0 / pixel_mm)
-    pd = (pd_mag * np.exp(1j * phase)).astype(np.complex64)
+    if phase is None:
+        # smooth phase: constant + linear ramp (<= 1 rad across the FOV) + smooth field
+        prng = np.random.default_rng(p.phase_seed)
+        phase0 = prng.uniform(-math.pi, math.pi)
+        ramp = prng.normal(size=2)
+        ramp = ramp / max(float(np.linalg.norm(ramp)), 1e-12) * prng.uniform(0.0, 1.0)
+        u = (np.arange(matrix) - matrix // 2) / matrix
+        phi = phase0 + ramp[0] * u[:, None] + ramp[1] * u[None, :]
+        phi = phi + 0.3 * smooth_random_field(rng, shape, 40.0 / pixel_mm)
+    else:
+        phi = phase(matrix)
+    pd = (pd_mag * np.exp(1j * phi)).astype(np.complex64)
 
     stack = np.stack([fr[k] for k in TISSUE_NAMES])
     labels = np.where(stack.sum(0) >= 0.5, stack.argmax(0) + 1, 0).astype(np.uint8)
-    brain = fr["csf"] + fr["gm"] + fr["wm"] + fr["lesion"]
+    brain = fr["csf"] + fr["gm"] + fr["wm"] + fr["lesion"] + fr["vessel"]
     # CSF outside the brain mask (extra-axial rim) is not brain tissue for the metrics
     mask = (frac["brain"] >= mask_threshold) & (brain >= mask_threshold) & has
     return {
