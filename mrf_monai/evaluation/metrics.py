@@ -40,6 +40,7 @@ __all__ = [
     "reference_tsmi",
     "read_prediction",
     "evaluate_subject",
+    "TSMI_SUFFIX",
 ]
 
 
@@ -188,6 +189,41 @@ def tsmi_metrics(pred, ref, mask) -> dict[str, float]:
 #: BIDS suffix of each map the evaluation reads from a prediction folder.
 _MAP_SUFFIXES = {"t1_s": "T1map", "t2_s": "T2map", "pd": "PDmap"}
 _UNIT_SCALE = {"s": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3}
+#: Suffix of the compressed TSMI that ``mrf-monai reconstruct`` writes next to the maps (the
+#: pipeline's ``TSMI_SUFFIX``; repeated here because evaluation must not import the pipeline).
+TSMI_SUFFIX = "desc-compressed_TSMI"
+
+
+def _prediction_path(pred_dir, label: str, suffix: str):
+    from pathlib import Path
+
+    return Path(pred_dir) / f"sub-{label}_{suffix}.nii.gz"
+
+
+def _load_nifti(path, what: str = "prediction") -> np.ndarray:
+    """The array of a NIfTI file, or a ``ValueError`` naming the file when it cannot be read."""
+    import nibabel as nib
+
+    try:
+        return np.asarray(nib.load(str(path)).dataobj)
+    except Exception as err:  # nibabel, gzip and zlib raise several types for damaged files
+        raise ValueError(f"{path}: the {what} cannot be read as NIfTI (truncated or corrupt: {err})") from err
+
+
+def _read_units(sidecar) -> float:
+    """Scale to seconds of a map from its JSON sidecar's ``Units`` (seconds when absent)."""
+    import json
+
+    if not sidecar.is_file():
+        return 1.0
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{sidecar}: the sidecar cannot be read as JSON ({err})") from err
+    unit = str(meta.get("Units", "s") if isinstance(meta, dict) else "s").strip().lower()
+    if unit not in _UNIT_SCALE:
+        raise ValueError(f"{sidecar}: unknown Units {unit!r}; expected 's' or 'ms'")
+    return _UNIT_SCALE[unit]
 
 
 def read_prediction(pred_dir, label: str | None = None) -> dict[str, np.ndarray]:
@@ -196,40 +232,78 @@ def read_prediction(pred_dir, label: str | None = None) -> dict[str, np.ndarray]
     Units come from each map's JSON sidecar (``"Units"``: ``s`` or ``ms``; seconds when
     absent). Returns ``t1_s``, ``t2_s`` (and ``pd``, ``tsmi`` ``(R, Nx, Ny, S)`` complex when
     present) as arrays shaped ``(Nx, Ny, S)``.
-    """
-    import json
-    from pathlib import Path
 
-    import nibabel as nib
+    Raises:
+        FileNotFoundError: a T1 or T2 map is missing (naming it).
+        ValueError: a file cannot be read (naming it), or a sidecar gives unknown units.
+    """
+    from pathlib import Path
 
     pred_dir = Path(pred_dir)
     label = label or pred_dir.name.removeprefix("sub-")
     out: dict[str, np.ndarray] = {}
     for key, suffix in _MAP_SUFFIXES.items():
-        path = pred_dir / f"sub-{label}_{suffix}.nii.gz"
+        path = _prediction_path(pred_dir, label, suffix)
         if not path.is_file():
             if key == "pd":
                 continue
             raise FileNotFoundError(
                 f"{path} is missing: is {pred_dir} the output folder of `mrf-monai reconstruct`?"
             )
-        data = np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
+        data = _load_nifti(path).astype(np.float32)
         if data.ndim == 2:
             data = data[..., None]
-        sidecar = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-        if key != "pd" and sidecar.is_file():
-            unit = str(json.loads(sidecar.read_text()).get("Units", "s")).strip().lower()
-            if unit not in _UNIT_SCALE:
-                raise ValueError(f"{sidecar}: unknown Units {unit!r}; expected 's' or 'ms'")
-            data = data * _UNIT_SCALE[unit]
+        if key != "pd":
+            data = data * _read_units(path.with_name(path.name[: -len(".nii.gz")] + ".json"))
         out[key] = data
-    from ..pipeline import TSMI_SUFFIX
-
-    tsmi_path = pred_dir / f"sub-{label}_{TSMI_SUFFIX}.nii.gz"
+    tsmi_path = _prediction_path(pred_dir, label, TSMI_SUFFIX)
     if tsmi_path.is_file():
-        tsmi = np.asarray(nib.load(str(tsmi_path)).dataobj)
+        tsmi = _load_nifti(tsmi_path, "compressed TSMI")
+        if tsmi.ndim == 3:  # one slice: (Nx, Ny, R)
+            tsmi = tsmi[:, :, None]
         out["tsmi"] = np.moveaxis(tsmi, -1, 0)
     return out
+
+
+def _check_shapes(pred: dict, pred_dir, label: str, ref_subject_dir, shape: tuple[int, ...]) -> None:
+    """A ``ValueError`` naming both files and both shapes when a prediction is not on the reference grid."""
+    from ..io.subjects import reference_path
+
+    for key, suffix in (*_MAP_SUFFIXES.items(), ("tsmi", TSMI_SUFFIX)):
+        if key not in pred:
+            continue
+        got = tuple(pred[key].shape[1:] if key == "tsmi" else pred[key].shape)
+        if got != tuple(shape):
+            ref_file = reference_path(ref_subject_dir, suffix if key != "tsmi" else "mask")
+            raise ValueError(
+                f"{_prediction_path(pred_dir, label, suffix)} has shape {_shape_text(got)} but the reference "
+                f"{ref_file} has {_shape_text(shape)} (Nx x Ny x slices): the prediction is not on the "
+                "reference grid; was it reconstructed from this subject's raw data?"
+            )
+
+
+def _tsmi_sequence(sidecar, required: bool):
+    """The ``MRFSequence`` recorded in the TSMI sidecar (``None`` when absent and not required)."""
+    import json
+
+    from ..physics.sequence import MRFSequence
+
+    if not sidecar.is_file() and not required:
+        return None
+    try:
+        side = json.loads(sidecar.read_text())
+        if side.get("Sequence") is None and not required:
+            return None
+        return MRFSequence.from_dict(side["Sequence"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(
+            f"{sidecar}: cannot read the sequence of the compressed TSMI ({err}); "
+            "give --dictionary or re-run `mrf-monai reconstruct`"
+        ) from err
+
+
+def _shape_text(shape) -> str:
+    return " x ".join(str(int(n)) for n in shape)
 
 
 def reference_tsmi(t1_s, t2_s, pd, mask, dictionary) -> np.ndarray:
@@ -284,29 +358,43 @@ def evaluate_subject(pred_dir, ref_subject_dir, dictionary=None) -> dict[str, fl
     from ..io.subjects import read_reference
 
     pred_dir = Path(pred_dir)
+    label = pred_dir.name.removeprefix("sub-")
     ref = read_reference(ref_subject_dir)
     pred = read_prediction(pred_dir)
     mask = np.asarray(ref["mask"]).astype(bool)
-    ref_maps = {k: np.asarray(ref[k], dtype=np.float64).reshape(mask.shape) for k in ("t1_s", "t2_s", "pd")}
-    pred_maps = {k: v.reshape(mask.shape) for k, v in pred.items() if k != "tsmi"}
+    _check_shapes(pred, pred_dir, label, ref_subject_dir, mask.shape)
+    ref_maps = {k: np.asarray(ref[k], dtype=np.float64) for k in ("t1_s", "t2_s", "pd")}
+    pred_maps = {k: v for k, v in pred.items() if k != "tsmi"}
     out = map_metrics(pred_maps, ref_maps, mask)
     if "tsmi" in pred:
-        tsmi = pred["tsmi"].reshape(pred["tsmi"].shape[0], *mask.shape)
+        tsmi = pred["tsmi"]
+        sequence = _tsmi_sequence(pred_dir / f"sub-{label}_{TSMI_SUFFIX}.json", required=dictionary is None)
         if dictionary is None:
             from ..io.dictionary import cached_dictionary
-            from ..physics.sequence import MRFSequence
-            from ..pipeline import TSMI_SUFFIX
 
-            label = pred_dir.name.removeprefix("sub-")
-            side = json.loads((pred_dir / f"sub-{label}_{TSMI_SUFFIX}.json").read_text())
-            dictionary = cached_dictionary(MRFSequence.from_dict(side["Sequence"]))
+            dictionary = cached_dictionary(sequence)
+        elif sequence is not None and getattr(dictionary, "sequence", None) not in (None, sequence):
+            raise ValueError(
+                f"{_prediction_path(pred_dir, label, TSMI_SUFFIX)} was reconstructed with another sequence "
+                f"than the dictionary's ({sequence.n_frames} vs {dictionary.sequence.n_frames} frames); give "
+                "the dictionary of that sequence, or leave --dictionary out to use the cached one"
+            )
+        if dictionary.rank < tsmi.shape[0]:
+            raise ValueError(
+                f"{_prediction_path(pred_dir, label, TSMI_SUFFIX)} has rank {tsmi.shape[0]} but the "
+                f"dictionary only {dictionary.rank}; give a dictionary of rank >= {tsmi.shape[0]}"
+            )
         if dictionary.rank != tsmi.shape[0]:
             dictionary = dictionary.truncate_rank(tsmi.shape[0])
         ref_tsmi = reference_tsmi(ref_maps["t1_s"], ref_maps["t2_s"], ref_maps["pd"], mask, dictionary)
         out.update(tsmi_metrics(tsmi, ref_tsmi, mask))
     timing = pred_dir / "timing.json"
     if timing.is_file():
-        t = json.loads(timing.read_text())
-        if "mean_seconds_per_slice" in t:
-            out["seconds_per_slice"] = float(t["mean_seconds_per_slice"])
+        try:
+            t = json.loads(timing.read_text())
+            seconds = float(t["mean_seconds_per_slice"]) if "mean_seconds_per_slice" in t else None
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"{timing}: cannot be read as the timing of a reconstruction ({err})") from err
+        if seconds is not None:
+            out["seconds_per_slice"] = seconds
     return out

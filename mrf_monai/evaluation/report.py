@@ -20,7 +20,14 @@ import numpy as np
 
 from .metrics import evaluate_subject
 
-__all__ = ["SUMMARY_COLUMNS", "collect_metrics", "summary_table", "write_metrics_csv", "write_report"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "collect_metrics",
+    "summary_markdown",
+    "summary_table",
+    "write_metrics_csv",
+    "write_report",
+]
 
 #: Summary columns: metric key -> heading (the paper's table first).
 SUMMARY_COLUMNS = {
@@ -50,14 +57,26 @@ def _method_name(pred_dir: Path) -> str:
     return pred_dir.name
 
 
+def _reason(err: Exception) -> str:
+    """One line for a failed evaluation: the message (with the type for unexpected errors)."""
+    text = str(err).strip() or type(err).__name__
+    if not isinstance(err, ValueError | OSError):
+        text = f"{type(err).__name__}: {text}"
+    return " ".join(text.split())
+
+
 def collect_metrics(
     pred_dirs: Sequence[str | os.PathLike],
     ref: str | os.PathLike | Sequence[str | os.PathLike],
     methods: Sequence[str] | None = None,
     dictionary: Any = None,
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Evaluate every reference subject in every prediction folder.
+
+    A subject that cannot be evaluated (missing or unreadable prediction, another grid than
+    the reference, ...) is a failure; the others are still evaluated.
 
     Args:
         pred_dirs: output folders of ``mrf-monai reconstruct`` (one per method).
@@ -65,12 +84,21 @@ def collect_metrics(
         methods: one name per prediction folder (default: from ``timing.json`` or the
             folder name).
         dictionary: passed to :func:`evaluate_subject` (TSMI metrics).
-        log: called with one line per failure.
+        log: called once with each failure's line, as it happens.
+        progress: show a tqdm progress bar (on ``stderr``) over the (method, subject) pairs.
 
     Returns:
         ``rows`` (``{"method", "subject", metric: value, ...}``) and ``failures``
         (``"<method>: sub-<label>: <reason>"``; a missing prediction is a failure).
+
+    Raises:
+        ValueError: a prediction folder does not exist, the method names do not match the
+            folders, or no reference subject is found.
     """
+    import sys
+
+    from tqdm.auto import tqdm
+
     from ..io.subjects import find_subjects, subject_label
 
     pred_paths = [Path(p) for p in pred_dirs]
@@ -85,41 +113,58 @@ def collect_metrics(
     if len(set(names)) < len(names):  # the same method twice: tell them apart by folder
         names = [f"{n} ({p.name})" for n, p in zip(names, pred_paths)]
     refs = [ref] if isinstance(ref, str | os.PathLike) else list(ref)
-    subjects = find_subjects(refs)
+    try:
+        subjects = find_subjects(refs)
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from err
     if not subjects:
         raise ValueError(f"no subjects found in {', '.join(str(r) for r in refs)}")
     rows: list[dict[str, Any]] = []
     failures: list[str] = []
-    for name, pred in zip(names, pred_paths):
-        for subject in subjects:
-            label = subject_label(subject)
-            pred_subject = pred / f"sub-{label}"
-            try:
-                if not pred_subject.is_dir():
-                    raise FileNotFoundError(f"no prediction ({pred_subject} is missing)")
-                metrics = evaluate_subject(pred_subject, subject, dictionary=dictionary)
-            except Exception as err:  # report and go on with the other subjects
-                failures.append(f"{name}: sub-{label}: {err}")
-                if log is not None:
+    pairs = [(name, pred, Path(subject)) for name, pred in zip(names, pred_paths) for subject in subjects]
+    bar = tqdm(pairs, desc="evaluate", unit="subject", disable=not progress, file=sys.stderr)
+    for name, pred, subject in bar:
+        label = subject_label(subject)
+        bar.set_postfix_str(f"{name}: sub-{label}")
+        pred_subject = pred / f"sub-{label}"
+        try:
+            if not pred_subject.is_dir():
+                raise FileNotFoundError(f"no prediction ({pred_subject} is missing)")
+            metrics = evaluate_subject(pred_subject, subject, dictionary=dictionary)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # report and go on with the other subjects
+            failures.append(f"{name}: sub-{label}: {_reason(err)}")
+            if log is not None:
+                with tqdm.external_write_mode(file=sys.stderr):
                     log(failures[-1])
-                continue
-            rows.append({"method": name, "subject": f"sub-{label}", **metrics})
+            continue
+        rows.append({"method": name, "subject": f"sub-{label}", **metrics})
+    bar.close()
     return rows, failures
 
 
-def write_metrics_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """One CSV row per (method, subject); columns are the union of the rows' keys."""
-    from ..io.atomic import atomic_write_path
-
+def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     columns = ["method", "subject"]
     for row in rows:
         columns += [k for k in row if k not in columns]
-    path = Path(path)
-    with atomic_write_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_metrics_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """One CSV row per (method, subject); columns are the union of the rows' keys.
+
+    Written to a temporary name and renamed: ``path`` is never half-written.
+    """
+    from ..io.atomic import atomic_write_path
+
+    path = Path(path)
+    with atomic_write_path(path) as tmp:
+        _write_csv(rows, tmp)
     return path
 
 
@@ -148,15 +193,8 @@ def summary_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(
-    rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, failures: Sequence[str] = ()
-) -> tuple[Path, Path]:
-    """Write ``metrics.csv`` and ``summary.md`` into ``out_dir``; returns their paths."""
-    from ..io.atomic import atomic_write_path
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = write_metrics_csv(rows, out / "metrics.csv")
+def summary_markdown(rows: Sequence[dict[str, Any]], failures: Sequence[str] = ()) -> str:
+    """The text of ``summary.md``: the summary table and the subjects not evaluated."""
     text = [
         "# Evaluation summary",
         "",
@@ -167,7 +205,24 @@ def write_report(
     ]
     if failures:
         text += ["## Not evaluated", ""] + [f"- {f}" for f in failures] + [""]
-    md_path = out / "summary.md"
-    with atomic_write_path(md_path) as tmp:
-        tmp.write_text("\n".join(text))
+    return "\n".join(text)
+
+
+def write_report(
+    rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike, failures: Sequence[str] = ()
+) -> tuple[Path, Path]:
+    """Write ``metrics.csv`` and ``summary.md`` into ``out_dir``; returns their paths.
+
+    Both are written to temporary names first and renamed only when both are complete, so
+    a failure (full disk, a folder in the way) leaves the previous report, if any, and no
+    partial or temporary file.
+    """
+    from ..io.atomic import atomic_write_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out / "metrics.csv", out / "summary.md"
+    with atomic_write_path(csv_path) as csv_tmp, atomic_write_path(md_path) as md_tmp:
+        _write_csv(rows, csv_tmp)
+        md_tmp.write_text(summary_markdown(rows, failures))
     return csv_path, md_path
