@@ -28,25 +28,13 @@ import numpy as np
 
 __all__ = ["main", "run_demo"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-#: Method name -> (display name, options). MRF-IDDPM options are the demo's light settings.
+#: Method name -> (display name, options of its config). MRF-IDDPM options are the demo's light
+#: settings; the shipped weights come from the installed bundles (``mrf_monai.resources``).
 DEFAULT_METHODS: dict[str, tuple[str, dict]] = {
     "svdmrf": ("SVD-MRF", {}),
     "lrtv": ("LRTV", {}),
-    "unet": ("U-Net", {"model_path": str(REPO_ROOT / "bundles/unet_baseline/models/model.pt")}),
-    "iddpm": (
-        "MRF-IDDPM",
-        {
-            "model_path": str(REPO_ROOT / "bundles/mrf_iddpm/models/model.pt"),
-            "n_samples": 4,
-            "n_steps": 20,
-            "mode": "whole",
-            "dc_steps": 5,
-            "dc_lambda": 0.1,
-            "progress": False,
-        },
-    ),
+    "unet": ("U-Net", {}),
+    "iddpm": ("MRF-IDDPM", {"n_samples": 4, "n_steps": 20, "mode": "whole", "dc_steps": 5, "dc_lambda": 0.1}),
 }
 
 
@@ -121,7 +109,7 @@ def run_demo(
 ) -> int:
     """Run the demo into ``out``; returns 0 when every method ran on every subject."""
     from mrf_monai.evaluation.report import collect_metrics, write_report
-    from mrf_monai.pipeline import get_method, reconstruct_dataset
+    from mrf_monai.pipeline import reconstruct_dataset
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -140,25 +128,23 @@ def run_demo(
             log(f"  {display}: maps of an earlier run reused ({maps_root / key})")
             maps_dirs[display] = maps_root / key
             continue
-        model_path = options.get("model_path")
-        if model_path and not Path(model_path).is_file():
-            log(f"  {display}: no shipped weights at {model_path}; skipped")
-            status = 1
-            continue
         t0 = time.perf_counter()
         try:
-            reconstructor = get_method(key)(**options)
-        except Exception as err:  # a broken method must not stop the others
+            rc = reconstruct_dataset(
+                subjects,
+                maps_root / key,
+                key,
+                options={"method_name": display, **options},
+                progress=False,
+                log=log,
+            )
+        except (ValueError, OSError) as err:  # a broken method must not stop the others
             log(f"  {display}: could not be set up: {err}")
             status = 1
             continue
-        rc = reconstruct_dataset(
-            subjects, maps_root / key, reconstructor, method_name=display, progress=False, log=log
-        )
         status |= int(rc != 0)
         maps_dirs[display] = maps_root / key
-        shown = {k: v for k, v in options.items() if k not in ("model_path", "progress")}
-        log(f"  {display}: {time.perf_counter() - t0:.1f} s {json.dumps(shown) if shown else ''}")
+        log(f"  {display}: {time.perf_counter() - t0:.1f} s {json.dumps(options) if options else ''}")
 
     log("[3/4] evaluating against the simulated references")
     names = list(maps_dirs)

@@ -36,6 +36,13 @@ default; the per-step blend is kept as an option for comparison.
 view and it is the fastest option (3.5x fewer pixels than 49 overlapping windows), but
 attention and group normalisation see different statistics than in training.
 
+Data consistency is a plug-in (``data_consistency``, e.g.
+:class:`mrf_monai.diffusion.consistency.KSpaceDataConsistency`): a correction of the clean-image
+estimate ``x0_hat`` of the *whole slice* at every step. It needs the whole slice's state at each
+step, so it runs with ``mode="whole"`` and with the per-step blend of the patch mode
+(``blend_every_step=True``, which the inferer switches on when a data-consistency step is given);
+independently sampled patches never see the measured k-space.
+
 Samples: sample ``k`` of a call with ``seed`` uses the seed sequence ``(seed, k)`` (numpy
 ``SeedSequence``) for its noise, on CPU generators, so results are reproducible across devices
 and the first ``K'`` of ``K`` samples equal the samples of a call with ``n_samples=K'``.
@@ -43,19 +50,25 @@ and the first ``K'`` of ``K`` samples equal the samples of a call with ``n_sampl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.inferers import sliding_window_inference
+from monai.inferers import Inferer, sliding_window_inference
 from torch import nn
 
 from mrf_monai.diffusion.model import predict_eps_and_var
 from mrf_monai.diffusion.sampling import ReverseProcess, X0Transform, alphas_cumprod_from
 
-__all__ = ["SlidingWindowDiffusionSampler", "derive_seed"]
+__all__ = ["DiffusionSamplingInferer", "DataConsistencyFactory", "derive_seed"]
+
+#: ``factory(problem, scale, channel_scale) -> X0Transform``: builds a slice's data-consistency
+#: step from its acquisition problem (a ``SliceProblem``), its normalisation scale and the
+#: network's per-channel scale (see :mod:`mrf_monai.diffusion.consistency`).
+DataConsistencyFactory = Callable[[Any, torch.Tensor, torch.Tensor | None], X0Transform]
 
 
 def derive_seed(*entropy: int) -> int:
@@ -68,51 +81,71 @@ def _cpu_randn(shape: Sequence[int], seed: int) -> torch.Tensor:
     return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
 
 
-class SlidingWindowDiffusionSampler:
-    """Draw restored compressed TSMIs of a whole slice, patch-wise or whole-slice.
+class DiffusionSamplingInferer(Inferer):
+    """MONAI inferer that draws restored compressed TSMIs of one slice with a conditional diffusion model.
+
+    ``inferer(inputs, network, slice_index=0, problem=None, scale=None)`` returns ``n_samples``
+    samples ``(K, 2R, Nx, Ny)`` of the normalised condition ``inputs`` ``(2R, Nx, Ny)`` (or
+    ``(1, 2R, Nx, Ny)``), patch-wise (sliding window) or on the whole slice (see the module notes).
 
     Args:
+        n_samples: samples ``K`` per slice (the paper: 10).
+        n_steps: reverse steps per sample (the paper: 50 DDIM steps).
+        method: ``"ddim"`` or ``"ddpm"``.
+        eta: DDIM stochasticity (0 = deterministic given ``x_T``).
+        clip: clamp ``x0_hat`` to ``[-clip, clip]``; ``None`` = off (data are not in [-1, 1]).
+        mode: ``"patch"`` (sliding window, the paper's sampler) or ``"whole"`` (whole slice, padded).
         roi_size: window size (the training patch size).
         overlap: fraction of overlap between neighbouring windows (0.5 = stride 32 for 64).
         sw_batch_size: windows per network call (all windows of all samples in a chunk are
             batched together).
-        n_steps: reverse steps ``K`` per sample.
-        method: ``"ddim"`` or ``"ddpm"``.
-        eta: DDIM stochasticity (0 = deterministic given ``x_T``).
-        clip: clamp ``x0_hat`` to ``[-clip, clip]``; ``None`` = off (data are not in [-1, 1]).
         blend: ``"gaussian"`` or ``"constant"`` window weights (MONAI ``BlendMode``).
         sigma_scale: Gaussian window sigma as a fraction of ``roi_size``.
-        mode: ``"patch"`` (sliding window) or ``"whole"`` (whole slice, padded).
         pad_multiple: in whole-slice mode, pad each side to a multiple of this (the U-Net's
             total down-sampling, 2^(levels - 1); 16 is safe for up to 5 levels).
         blend_every_step: in patch mode, blend network outputs at every step instead of
-            blending finished patches (see the module notes).
+            blending finished patches (see the module notes); forced on when a
+            ``data_consistency`` step is used in patch mode.
         sample_batch_size: samples processed together (their windows share network calls);
             ``None`` = all samples at once.
         scheduler: MONAI scheduler with the training ``betas``; ``None`` = linear 1e-4..0.02, T=1000.
         spacing: timestep spacing (:func:`mrf_monai.diffusion.sampling.sampling_timesteps`).
+        seed: base seed; slice ``s`` draws with the seed ``(seed, s)`` and its sample ``k`` with
+            ``(seed, s, k)``, so results do not depend on the order of slices or batching.
+        data_consistency: a :data:`DataConsistencyFactory` (e.g. ``KSpaceDataConsistency`` with
+            its options bound) applied to ``x0_hat`` at every step when the call gets the slice's
+            ``problem``; ``None`` = the paper's unconstrained sampling.
+        channel_scale: the network's per-channel factors ``(2R,)`` (passed to ``data_consistency``,
+            which works on complex images), ``None`` = 1.
+        amp: run the network in autocast (float16 on CUDA, bfloat16 on CPU).
         progress: ``tqdm`` bars over samples (and over steps in whole-slice / per-step-blend mode).
     """
 
     def __init__(
         self,
-        roi_size: Sequence[int] | int = (64, 64),
-        overlap: float = 0.5,
-        sw_batch_size: int = 16,
+        n_samples: int = 10,
         n_steps: int = 50,
         method: str = "ddim",
         eta: float = 0.0,
         clip: float | None = None,
+        mode: str = "patch",
+        roi_size: Sequence[int] | int = (64, 64),
+        overlap: float = 0.5,
+        sw_batch_size: int = 16,
         blend: str = "gaussian",
         sigma_scale: float = 0.125,
-        mode: str = "patch",
         pad_multiple: int = 16,
         blend_every_step: bool = False,
         sample_batch_size: int | None = None,
         scheduler: nn.Module | None = None,
         spacing: str = "linspace",
+        seed: int = 0,
+        data_consistency: DataConsistencyFactory | None = None,
+        channel_scale: Sequence[float] | torch.Tensor | None = None,
+        amp: bool = False,
         progress: bool = False,
     ) -> None:
+        super().__init__()
         if mode not in ("patch", "whole"):
             raise ValueError(f"mode must be 'patch' or 'whole', got {mode!r}.")
         if not 0.0 <= overlap < 1.0:
@@ -121,6 +154,9 @@ class SlidingWindowDiffusionSampler:
             raise ValueError("sw_batch_size and pad_multiple must be positive.")
         if sample_batch_size is not None and sample_batch_size < 1:
             raise ValueError("sample_batch_size must be positive or None.")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        self.n_samples = int(n_samples)
         self.roi_size = (int(roi_size),) * 2 if isinstance(roi_size, int) else tuple(int(r) for r in roi_size)
         self.overlap = float(overlap)
         self.sw_batch_size = int(sw_batch_size)
@@ -128,10 +164,57 @@ class SlidingWindowDiffusionSampler:
         self.sigma_scale = float(sigma_scale)
         self.mode = mode
         self.pad_multiple = int(pad_multiple)
-        self.blend_every_step = bool(blend_every_step)
+        self.blend_every_step = bool(blend_every_step) or (data_consistency is not None and mode == "patch")
         self.sample_batch_size = sample_batch_size
+        self.seed = int(seed)
+        self.data_consistency = data_consistency
+        self.channel_scale = None if channel_scale is None else torch.as_tensor(channel_scale).float()
+        self.amp = bool(amp)
         self.progress = bool(progress)
         self.process = ReverseProcess(alphas_cumprod_from(scheduler), n_steps, method, eta, clip, spacing)
+
+    def __repr__(self) -> str:
+        dc = "off" if self.data_consistency is None else getattr(self.data_consistency, "__name__", "on")
+        return (
+            f"{type(self).__name__}(n_samples={self.n_samples}, n_steps={self.n_steps}, "
+            f"method={self.process.method!r}, mode={self.mode!r}, roi_size={self.roi_size}, "
+            f"overlap={self.overlap}, blend_every_step={self.blend_every_step}, data_consistency={dc})"
+        )
+
+    def __call__(  # type: ignore[override]
+        self,
+        inputs: torch.Tensor,
+        network: nn.Module,
+        slice_index: int = 0,
+        problem: Any = None,
+        scale: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """Samples ``(K, 2R, Nx, Ny)`` float32 (on the network's device) of one slice.
+
+        Args:
+            inputs: the normalised condition ``(2R, Nx, Ny)`` or ``(1, 2R, Nx, Ny)``.
+            network: the conditional network (``predict_eps_and_var`` convention), in eval mode.
+            slice_index: the slice's index (its seed is ``(seed, slice_index)``).
+            problem: the slice's acquisition problem (``SliceProblem``); with
+                ``data_consistency`` every ``x0_hat`` is pulled towards the measured k-space.
+            scale: the slice's normalisation scale (``inputs = condition / scale``); required
+                with ``problem``.
+        """
+        transform = None
+        if self.data_consistency is not None and problem is not None:
+            if scale is None:
+                raise ValueError("data consistency needs the slice's normalisation scale (scale=...).")
+            transform = self.data_consistency(problem, torch.as_tensor(scale), self.channel_scale)
+        seed = derive_seed(self.seed, int(slice_index))
+        device = _model_device(network)
+        if self.amp:
+            dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+            context = torch.autocast(device.type, dtype=dtype)
+        else:
+            context = nullcontext()
+        with context:
+            out = self.sample_slice(network, inputs, self.n_samples, seed, transform)
+        return out.float()
 
     @property
     def n_steps(self) -> int:
@@ -167,8 +250,8 @@ class SlidingWindowDiffusionSampler:
             n_samples: number of samples ``K``.
             seed: base seed; sample ``k`` uses ``(seed, k)``.
             x0_transform: correction of the whole-slice ``x0_hat`` ``(B, 2R, Nx, Ny)`` at every
-                step (k-space data consistency); whole-slice mode only, because it acts on the
-                whole field of view.
+                step (k-space data consistency); whole-slice mode or patch mode with the per-step
+                blend, because it acts on the whole field of view.
 
         Returns:
             samples ``(K, 2R, Nx, Ny)`` float32 on the network's device.
@@ -179,8 +262,11 @@ class SlidingWindowDiffusionSampler:
             raise ValueError(f"cond must be (1, 2R, Nx, Ny) or (2R, Nx, Ny), got {tuple(cond.shape)}.")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
-        if x0_transform is not None and self.mode != "whole":
-            raise ValueError("an x0_transform (data consistency) acts on the whole slice: use mode='whole'.")
+        if x0_transform is not None and self.mode == "patch" and not self.blend_every_step:
+            raise ValueError(
+                "an x0_transform (data consistency) acts on the whole slice at every step: use mode='whole' "
+                "or blend_every_step=True."
+            )
         device = _model_device(model)
         cond = cond.to(device=device, dtype=torch.float32)
         chunk = self.sample_batch_size or n_samples
@@ -196,7 +282,7 @@ class SlidingWindowDiffusionSampler:
                 if self.mode == "whole":
                     out = self._sample_whole(model, cond, ks, seed, x0_transform)
                 elif self.blend_every_step:
-                    out = self._sample_blend_every_step(model, cond, ks, seed)
+                    out = self._sample_blend_every_step(model, cond, ks, seed, x0_transform)
                 else:
                     out = self._sample_patches(model, cond, ks, seed)
                 outputs.append(out)
@@ -248,7 +334,12 @@ class SlidingWindowDiffusionSampler:
         return sliding_window_inference(inputs, predictor=predictor, with_coord=True, **self._sw_kwargs())
 
     def _sample_blend_every_step(
-        self, model: nn.Module, cond: torch.Tensor, ks: Sequence[int], seed: int
+        self,
+        model: nn.Module,
+        cond: torch.Tensor,
+        ks: Sequence[int],
+        seed: int,
+        x0_transform: X0Transform | None = None,
     ) -> torch.Tensor:
         c, n = cond.shape[1], len(ks)
         x = self._initial_noise(cond.shape[1:], ks, seed, cond.device)
@@ -259,6 +350,7 @@ class SlidingWindowDiffusionSampler:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="steps", leave=False)
+        state = self.process.new_state()
         for i in steps:
             t = int(self.process.timesteps[i])
 
@@ -273,7 +365,7 @@ class SlidingWindowDiffusionSampler:
             noise = None
             if self.process.needs_noise(i):
                 noise = torch.stack([torch.randn(tuple(x.shape[1:]), generator=g) for g in gens]).to(x.device)
-            x = self.process.step(x, i, eps, v, noise)
+            x = self.process.step(x, i, eps, v, noise, x0_transform, state)
         return x
 
     def _sample_whole(

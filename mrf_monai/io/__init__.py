@@ -6,7 +6,7 @@ cheap and does not pull in h5py, nibabel, pydicom or torch until they are needed
 
 from __future__ import annotations
 
-import importlib
+from mrf_monai._lazy import lazy_exports
 
 _EXPORTS = {
     "atomic": ("atomic_write_path", "atomic_write", "temporary_name"),
@@ -21,22 +21,10 @@ _EXPORTS = {
     ),
     "subjects": ("find_subjects", "subject_label", "read_reference", "write_reference", "reference_path"),
     "nifti": ("write_maps", "save_nifti", "load_nifti"),
-    "dicom": ("write_dicom_series", "write_dicom_maps", "DicomSeries"),
+    "dicom": ("write_dicom_series", "write_dicom_maps", "DicomSeries", "raw_dicom_metadata"),
     "dictionary": ("save_dictionary", "load_dictionary", "cached_dictionary", "default_cache_dir"),
+    "trajectory_file": ("read_trajectory_file", "write_trajectory_file", "TrajectoryData"),
+    "weights": ("save_weights", "load_weights", "load_hyper_parameters", "load_network", "WeightsFileError"),
+    "folders": ("publish_folder", "temporary_folder", "recover_interrupted"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mrf_monai.io' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

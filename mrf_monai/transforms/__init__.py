@@ -6,7 +6,7 @@ cheap.
 
 from __future__ import annotations
 
-import importlib
+from mrf_monai._lazy import lazy_exports
 
 _EXPORTS = {
     "io": ("LoadRawSubject", "LoadRawSubjectd"),
@@ -18,24 +18,26 @@ _EXPORTS = {
         "complex_to_channels",
         "channels_to_complex",
     ),
-    "intensity": ("NormalizeByCondition", "NormalizeByConditiond", "condition_scale", "denormalize"),
-    "subspace": ("SubspaceCompress", "SubspaceCompressd", "SubspaceExpand", "SubspaceExpandd"),
+    "intensity": (
+        "NormalizeByCondition",
+        "NormalizeByConditiond",
+        "Denormalized",
+        "ScaleChannelsd",
+        "condition_scale",
+        "denormalize",
+    ),
+    "subspace": (
+        "SubspaceCompress",
+        "SubspaceCompressd",
+        "SubspaceExpand",
+        "SubspaceExpandd",
+        "SubspaceBasisd",
+        "RotateSubspaced",
+    ),
+    "dictionary": ("DictionaryProvider", "AttachDictionaryd"),
+    "samples": ("SampleMeand", "SampleStdMapsd"),
+    "protocol": ("CheckProtocold",),
     "gridding": ("GridSubspace", "GridSubspaced"),
     "matching": ("DictionaryMatch", "DictionaryMatchd"),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mrf_monai.transforms' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

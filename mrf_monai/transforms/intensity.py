@@ -22,6 +22,8 @@ __all__ = [
     "denormalize",
     "NormalizeByCondition",
     "NormalizeByConditiond",
+    "Denormalized",
+    "ScaleChannelsd",
 ]
 
 _MAX_QUANTILE_ELEMENTS = 16_000_000  # torch.quantile's input size limit
@@ -158,4 +160,75 @@ class NormalizeByConditiond(MapTransform, InvertibleTransform):
             raise KeyError(f"cannot invert: the scale key {self.scale_key!r} is not in the data")
         for key in keys if keys is not None else self.key_iterator(d):
             d[key] = denormalize(d[key], d[self.scale_key])
+        return d
+
+
+class Denormalized(MapTransform):
+    """Multiply ``keys`` by the per-slice scale in ``data[scale_key]`` (undo :class:`NormalizeByConditiond`).
+
+    Unlike ``NormalizeByConditiond.inverse`` it applies to any keys, e.g. network outputs
+    ``(K, 2R, H, W)`` or complex samples ``(K, R, H, W)`` of one slice.
+    """
+
+    backend = NormalizeByCondition.backend
+
+    def __init__(
+        self, keys: KeysCollection, scale_key: str = "scale", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scale_key = scale_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if self.scale_key not in d:
+            raise KeyError(f"Denormalized: the scale key {self.scale_key!r} is not in the data")
+        scale = torch.as_tensor(d[self.scale_key])
+        for key in self.key_iterator(d):
+            x = d[key]
+            d[key] = x * scale.to(device=x.device, dtype=x.real.dtype if x.is_complex() else x.dtype)
+        return d
+
+
+class ScaleChannelsd(MapTransform):
+    """Multiply (or divide, ``inverse=True``) the channels of ``keys`` by fixed factors.
+
+    The per-component factors of the diffusion model (:mod:`mrf_monai.diffusion.scaling`) are
+    applied to the condition before sampling and removed from the samples after it.
+
+    Args:
+        keys: real-channel tensors ``(..., 2R, H, W)``.
+        factors: ``(2R,)`` factors, or ``None`` (identity: networks stored without them).
+        inverse: divide instead of multiply.
+        dim: the channel axis.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        factors: Sequence[float] | torch.Tensor | None,
+        inverse: bool = False,
+        dim: int = -3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.factors = None if factors is None else torch.as_tensor(factors, dtype=torch.float32).flatten()
+        self.inverse = bool(inverse)
+        self.dim = dim
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        if self.factors is None:
+            return d
+        for key in self.key_iterator(d):
+            x = torch.as_tensor(d[key])
+            dim = self.dim % x.ndim
+            if x.shape[dim] != self.factors.numel():
+                raise ValueError(
+                    f"ScaleChannelsd: {key!r} has {x.shape[dim]} channels on axis {dim}, the factors "
+                    f"{self.factors.numel()}; the network was trained for another rank"
+                )
+            w = self.factors.to(x.device, x.dtype).reshape(-1, *([1] * (x.ndim - dim - 1)))
+            d[key] = x / w if self.inverse else x * w
         return d

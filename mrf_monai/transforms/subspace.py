@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ __all__ = [
     "SubspaceExpand",
     "SubspaceCompressd",
     "SubspaceExpandd",
+    "SubspaceBasisd",
+    "RotateSubspaced",
     "check_model_subspace",
 ]
 
@@ -190,3 +193,97 @@ def check_model_subspace(
             "sequence and rank"
         )
     return model_basis.to(torch.complex64), q.to(torch.complex64)
+
+
+class SubspaceBasisd(MapTransform):
+    """Choose the temporal basis a slice is gridded with, checking it against a trained network.
+
+    Without a network (``model_basis=None`` and ``rank=None``: SVD-MRF, LRTV) the basis is the
+    dictionary's. With one, :func:`check_model_subspace` checks that the network, the raw data and
+    the dictionary share one subspace and returns the network's training basis and the rotation
+    ``Q`` from network to dictionary coefficients (``None`` when they coincide).
+
+    Args:
+        dictionary_key: key of the ``MRFDictionary``
+            (:class:`~mrf_monai.transforms.dictionary.AttachDictionaryd`).
+        sequence_key: key of the raw data's ``MRFSequence`` (compared with the network's).
+        basis_key: where the ``(T, R)`` basis goes.
+        rotation_key: where ``Q`` ``(R, R)`` (or ``None``) goes.
+        rank: the network's number of subspace components (``None``: no network).
+        model_basis: the network's ``(T, R)`` training basis, or ``None``.
+        model_sequence_key: the network's training :meth:`MRFSequence.key`, or ``None``.
+        model_name: how errors name the network.
+        tolerance: see :func:`check_model_subspace`.
+    """
+
+    def __init__(
+        self,
+        dictionary_key: str = "dictionary",
+        sequence_key: str = "sequence",
+        basis_key: str = "basis",
+        rotation_key: str = "rotation",
+        rank: int | None = None,
+        model_basis: Any = None,
+        model_sequence_key: str | None = None,
+        model_name: str = "the model",
+        tolerance: float = 1e-3,
+    ) -> None:
+        super().__init__([dictionary_key])
+        self.dictionary_key, self.sequence_key = dictionary_key, sequence_key
+        self.basis_key, self.rotation_key = basis_key, rotation_key
+        self.rank = None if rank is None else int(rank)
+        self.model_basis = None if model_basis is None else torch.as_tensor(model_basis)
+        self.model_sequence_key = model_sequence_key
+        self.model_name = model_name
+        self.tolerance = float(tolerance)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        dictionary = d[self.dictionary_key]
+        if self.rank is None and self.model_basis is None:
+            d[self.basis_key] = torch.as_tensor(dictionary.basis).detach().cpu().to(torch.complex64)
+            d[self.rotation_key] = None
+            return d
+        rank = self.rank if self.rank is not None else int(self.model_basis.shape[1])
+        d[self.basis_key], d[self.rotation_key] = check_model_subspace(
+            SimpleNamespace(sequence=d.get(self.sequence_key)),
+            dictionary,
+            rank,
+            self.model_basis,
+            self.model_sequence_key,
+            self.model_name,
+            self.tolerance,
+        )
+        return d
+
+
+class RotateSubspaced(MapTransform):
+    """Express subspace coefficients in another basis: ``c' = Q c`` along axis ``dim``.
+
+    ``Q`` is read from ``data[rotation_key]`` (``None``: unchanged), e.g. the network-to-dictionary
+    rotation of :class:`SubspaceBasisd`.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        rotation_key: str = "rotation",
+        dim: int = -3,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.rotation_key = rotation_key
+        self.dim = dim
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        q = d.get(self.rotation_key)
+        if q is None:
+            return d
+        q = torch.as_tensor(q)
+        for key in self.key_iterator(d):
+            x = torch.as_tensor(d[key])
+            d[key] = _apply(x, q.to(x.device), self.dim % x.ndim)
+        return d

@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from mrf_monai.baselines.unet import (
-    UNetReconstructor,
     UNetTrainer,
     build_unet,
+    load_model,
     load_unet_checkpoint,
     pad_to_multiple,
     predict_padded,
     save_unet_checkpoint,
     unet_hyper_parameters,
 )
+from mrf_monai.engines import default_train_transforms, find_last_checkpoint
+from mrf_monai.io.weights import load_training_checkpoint
 from mrf_monai.transforms.intensity import condition_scale
 
 TINY = {"rank": 2, "channels": [8, 16], "strides": [2], "num_res_units": 1}
@@ -50,10 +52,30 @@ def _pairs(n_items: int = 6, n: int = 32, rank: int = 2, seed: int = 0) -> list[
     return items
 
 
+def _trainer(data, out_dir, model_kwargs=TINY, lr=1e-2, loss=None, **kw) -> UNetTrainer:
+    """A trainer with the objects a bundle config builds: network, optimiser, loss."""
+    net = build_unet(**model_kwargs, init_seed=0)
+    args = dict(
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=lr),
+        loss_function=torch.nn.L1Loss() if loss is None else loss,
+        train_dataset=data,
+        output_dir=out_dir,
+        batch_size=4,
+        device="cpu",
+        progress=False,
+        tensorboard=False,
+    )
+    args.update(kw)
+    return UNetTrainer(**args)
+
+
 @torch.no_grad()
 def _dataset_loss(trainer: UNetTrainer, data: list[dict[str, torch.Tensor]]) -> float:
     net = trainer.network
-    return sum(float(trainer.loss(predict_padded(net, d["cond"][None]), d["image"][None])) for d in data)
+    return sum(
+        float(trainer.loss_function(predict_padded(net, d["cond"][None]), d["image"][None])) for d in data
+    )
 
 
 def test_residual_unet_shapes_padding_and_identity_residual():
@@ -74,26 +96,17 @@ def test_residual_unet_shapes_padding_and_identity_residual():
 
 
 def test_tiny_training_reduces_loss_and_checkpoint_roundtrip(tmp_path):
-    from mrf_monai.diffusion.training import default_train_transforms
-
     data = _pairs()
-    trainer = UNetTrainer(
+    trainer = _trainer(
         data,
-        output_dir=tmp_path / "run",
-        model_kwargs=TINY,
-        loss="l1",
+        tmp_path / "run",
         max_steps=24,
-        batch_size=4,
-        lr=1e-2,
         train_transforms=default_train_transforms(patch_size=None),
-        device="cpu",
         checkpoint_every=12,
         val_dataset=data,
         val_every=12,
         model_path=tmp_path / "model.pt",
         sequence="abc123",  # a sequence key (the list of pairs has no basis or sequence)
-        progress=False,
-        tensorboard=False,
     )
     before = _dataset_loss(trainer, data)
     summary = trainer.run()
@@ -101,7 +114,7 @@ def test_tiny_training_reduces_loss_and_checkpoint_roundtrip(tmp_path):
     after = _dataset_loss(trainer, data)
     assert after < 0.85 * before
     # the network beats the identity (the aliased condition) on whole items
-    identity = sum(trainer.loss(d["cond"][None], d["image"][None]) for d in data)
+    identity = sum(trainer.loss_function(d["cond"][None], d["image"][None]) for d in data)
     assert after < identity
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_00000024.pt").is_file()
     assert len(summary["history"]) == 2 and summary["best_metric"] < float("inf")
@@ -110,18 +123,43 @@ def test_tiny_training_reduces_loss_and_checkpoint_roundtrip(tmp_path):
     assert ckpt["hyper_parameters"]["data"]["basis"] is None
     assert ckpt["hyper_parameters"]["model"] == unet_hyper_parameters(**TINY)
     assert ckpt["hyper_parameters"]["training"]["loss"] == "l1"
+    net, hp = load_model(tmp_path / "model.pt")
+    assert hp["format"] == "mrf_monai.baselines.unet/2" and hp["step"] in (12, 24)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), model.state_dict().values()))
     # resuming at max_steps does nothing more and restores the step
-    again = UNetTrainer(
-        data,
-        output_dir=tmp_path / "run",
-        model_kwargs=TINY,
-        max_steps=24,
-        batch_size=4,
-        device="cpu",
-        progress=False,
-        tensorboard=False,
-    )
+    again = _trainer(data, tmp_path / "run", max_steps=24)
     assert again.run()["step"] == 24
+
+
+def test_resume_is_exact_and_time_budget_stops_and_resumes(tmp_path):
+    """Bit-exact resume (as for MRF-IDDPM) and max_time_s: a spent budget ends the run at a step
+    with a checkpoint, and a resumed run finishes exactly like the uninterrupted one."""
+    data = _pairs(4, n=16)
+    kw = dict(train_transforms=default_train_transforms(patch_size=(8, 8)), batch_size=2, checkpoint_every=3)
+    kw["model_kwargs"] = {**TINY, "dropout": 0.2}  # dropout draws from the (per-step seeded) global RNG
+    full = _trainer(data, tmp_path / "full", max_steps=6, **kw)
+    full.run()
+    part = _trainer(data, tmp_path / "part", max_steps=3, **kw)
+    part.run()
+    resumed = _trainer(data, tmp_path / "part", max_steps=6, **kw)
+    resumed.run()
+    assert resumed.step == 6
+    for (k, a), b in zip(full.network.state_dict().items(), resumed.network.state_dict().values()):
+        assert torch.equal(a, b), k
+
+    # a budget that is spent after the first step: the run stops at step 1, checkpoints, exports
+    timed = _trainer(data, tmp_path / "timed", max_steps=6, max_time_s=1e-9, **kw)
+    summary = timed.run()
+    assert summary["step"] == 1 and len(summary["losses"]) == 1
+    assert find_last_checkpoint(tmp_path / "timed" / "checkpoints").name == "checkpoint_00000001.pt"
+    assert (tmp_path / "timed" / "model_final.pt").is_file()
+    # resume without a budget: the same weights as the uninterrupted run
+    rest = _trainer(data, tmp_path / "timed", max_steps=6, **kw)
+    assert rest.run()["step"] == 6
+    for (k, a), b in zip(full.network.state_dict().items(), rest.network.state_dict().values()):
+        assert torch.equal(a, b), k
+    ckpt = load_training_checkpoint(tmp_path / "timed" / "checkpoints" / "checkpoint_00000006.pt")
+    assert ckpt["step"] == 6 and ckpt["format"] == "mrf_monai.baselines.unet/2" and len(ckpt["rng"]) == 1
 
 
 def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, n_samples: int = 96):
@@ -153,7 +191,34 @@ def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, n_samples: int = 9
     return raw, d
 
 
-def test_reconstructor_normalises_and_checks_compatibility(tmp_path):
+def _bundle_runner(tmp_path, model_path, dictionary, raw):
+    """The U-Net bundle's inference components (configs/inference.json) for one tiny subject."""
+    from mrf_monai.io.ismrmrd import write_raw
+    from mrf_monai.pipeline import build_run
+
+    write_raw(tmp_path / "data" / "sub-01" / "raw.h5", raw)
+    return build_run(
+        "unet",
+        {
+            "dataset_dir": str(tmp_path / "data"),
+            "output_dir": str(tmp_path / "out"),
+            "model_path": str(model_path),
+            "dictionary": dictionary,
+            "device": "cpu",
+            "progress": False,
+        },
+    )
+
+
+def _tsmi(runner, raw, dictionary=None):
+    """The U-Net's compressed TSMI of slice 0 through the bundle's components."""
+    if dictionary is not None:
+        runner.preprocessing.transforms[1].provider.fixed = dictionary
+    out, _, _ = runner.process_slice({"raw": raw, "slice": 0, "label": "01"})
+    return out["tsmi"]
+
+
+def test_bundle_inference_normalises_and_checks_compatibility(tmp_path):
     import dataclasses
 
     from mrf_monai.baselines.unet import training_data_description
@@ -163,26 +228,39 @@ def test_reconstructor_normalises_and_checks_compatibility(tmp_path):
     path = save_unet_checkpoint(
         tmp_path / "m.pt", net, unet_hyper_parameters(**TINY), training_data_description(dictionary=d)
     )
-    rec = UNetReconstructor(model_path=path, device="cpu")
-    g = torch.Generator().manual_seed(0)
-    cond = torch.complex(torch.randn(2, 30, 26, generator=g), torch.randn(2, 30, 26, generator=g))
-    out = rec.denoise(cond)
-    assert out.shape == cond.shape and out.is_complex()
-    # scale equivariance: the per-slice normalisation makes the estimate 1-homogeneous
-    torch.testing.assert_close(rec.denoise(7.5 * cond), 7.5 * out, rtol=1e-4, atol=1e-4)
-    # the whole slice through the pipeline protocol
-    tsmi = rec(raw, 0, d)["tsmi"]
+    runner = _bundle_runner(tmp_path, path, d, raw)
+    tsmi = _tsmi(runner, raw)
     assert tsmi.shape == (2, *raw.matrix) and tsmi.dtype == torch.complex64
+    # scale equivariance: the per-slice normalisation makes the estimate 1-homogeneous
+    scaled = dataclasses.replace(raw, kspace=raw.kspace * 7.5)
+    torch.testing.assert_close(_tsmi(runner, scaled), 7.5 * tsmi, rtol=1e-4, atol=1e-4)
     # a dictionary whose basis differs by column phases: same result, expressed in its basis
     phase = torch.tensor([1.0, -1.0j], dtype=torch.complex64)
     d_rot = dataclasses.replace(d, basis=d.basis * phase, compressed=d.compressed * phase.conj())
-    tsmi_rot = rec(raw, 0, d_rot)["tsmi"]
+    tsmi_rot = _tsmi(runner, raw, d_rot)
     torch.testing.assert_close(tsmi_rot, tsmi * phase.conj()[:, None, None], rtol=1e-4, atol=1e-4)
-    # clear errors: rank, sequence
+    # clear errors: rank, sequence, missing weights
     with pytest.raises(ValueError, match="rank"):
-        rec(raw, 0, d.truncate_rank(1))
+        _tsmi(runner, raw, d.truncate_rank(1))
     raw_other = dataclasses.replace(raw, sequence=dataclasses.replace(raw.sequence, te_ms=1.5))
-    with pytest.raises(ValueError, match="another MRF sequence"):
-        rec(raw_other, 0, d)
-    with pytest.raises(FileNotFoundError, match="monai.bundle"):
-        UNetReconstructor(model_path=tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="another"):
+        _tsmi(runner, raw_other, d)
+    with pytest.raises(ValueError, match="missing.json"):
+        _bundle_runner(tmp_path / "x", tmp_path / "missing.pt", d, raw)
+
+
+def test_shipped_weights_rebuild_the_shipped_network(tmp_path):
+    """bundles/unet_baseline/models/model.pt + model.json (loaded with weights_only=True)."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bundles" / "unet_baseline" / "models" / "model.pt"
+    net, hp = load_model(path)
+    assert hp["format"] == "mrf_monai.baselines.unet/2" and hp["model"]["channels"] == [32, 64, 128, 256]
+    assert hp["rank"] == 5 and hp["data"]["patch_size"] == [64, 64] and hp["training"]["loss"] == "l1"
+    assert net.divisor == 8 and not net.training
+    assert hp["data"]["basis"].shape == (200, 5) and len(hp["data"]["channel_scale"]) == 10
+    from mrf_monai.baselines.unet import PaddedInferer
+
+    x = torch.randn(10, 40, 36, generator=torch.Generator().manual_seed(0))
+    out = PaddedInferer(16)(x, net)
+    assert out.shape == (1, 10, 40, 36) and torch.isfinite(out).all()

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrf_monai.diffusion.model import CHECKPOINT_FORMAT, build_model, model_hyper_parameters
+from mrf_monai.diffusion.model import build_model, save_model
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "mrf_iddpm"
 RANK = 2
@@ -52,21 +52,16 @@ def tiny_dictionary():
 
 
 def write_checkpoint(path: Path, dictionary, basis=None, seed: int = 0) -> Path:
-    """A checkpoint in the trainer's format (untrained tiny network) with its training subspace."""
-    torch.manual_seed(seed)
-    model = build_model(**TINY_NET)
+    """Weights in the trainer's format (an untrained tiny network) with its training subspace."""
+    model = build_model(**TINY_NET, init_seed=seed)
     data = {
         "sequence": dictionary.sequence.to_dict(),
+        "sequence_key": dictionary.sequence.key(),
         "rank": RANK,
-        "basis": torch.as_tensor(dictionary.basis if basis is None else basis),
+        "basis": torch.as_tensor(dictionary.basis if basis is None else basis).to(torch.complex64),
+        "patch_size": [16, 16],
     }
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "hyper_parameters": {"model": model_hyper_parameters(**TINY_NET), "scheduler": {}, "data": data},
-        "state_dict": model.state_dict(),
-    }
-    torch.save(ckpt, path)
-    return path
+    return save_model(path, model, {"scheduler": {}, "data": data})
 
 
 def write_subject(dataset: Path, label: str, dictionary) -> Path:
@@ -99,66 +94,47 @@ def write_subject(dataset: Path, label: str, dictionary) -> Path:
 
 
 def test_subjects_for_rank(tmp_path, tiny_dictionary):
-    from mrf_monai.diffusion.reconstructor import subjects_for_rank
+    from mrf_monai.pipeline import subjects_for_rank
 
     for label in ("a", "b", "c"):
         write_subject(tmp_path, label, tiny_dictionary)
     assert [p.name for p in subjects_for_rank(tmp_path)] == ["sub-a", "sub-b", "sub-c"]
-    assert [p.name for p in subjects_for_rank(tmp_path, rank=1, world_size=2)] == ["sub-b"]
-    assert [p.name for p in subjects_for_rank(tmp_path, rank=0, world_size=2)] == ["sub-a", "sub-c"]
+    assert [p.name for p in subjects_for_rank(tmp_path, process_rank=1, world_size=2)] == ["sub-b"]
+    assert [p.name for p in subjects_for_rank(tmp_path, process_rank=0, world_size=2)] == ["sub-a", "sub-c"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_reconstructor_subspace_checks(tmp_path, tiny_dictionary, device):
-    from mrf_monai.diffusion.reconstructor import IDDPMReconstructor
-    from mrf_monai.io.ismrmrd import read_raw
+def _run(tmp_path, dataset, out, model, dictionary_path, device="cpu", **overrides):
+    from monai.bundle import run
 
-    raw = read_raw(write_subject(tmp_path, "x", tiny_dictionary) / "raw.h5")
-    basis = torch.as_tensor(tiny_dictionary.basis)
-    # trained with the same subspace, other column phases: accepted, coefficients rotated
-    phases = torch.exp(1j * torch.tensor([0.7, -2.0])).to(basis.dtype)
-    rec = IDDPMReconstructor(
-        write_checkpoint(tmp_path / "m1.pt", tiny_dictionary, basis * phases),
-        n_samples=2,
-        n_steps=2,
-        roi_size=16,
+    run(
+        run_id="run",
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        config_file=str(BUNDLE / "configs" / "inference.json"),
+        logging_file=False,
+        dataset_dir=str(dataset),
+        output_dir=str(out),
+        model_path=str(model),
+        dictionary_path=str(dictionary_path),
         device=device,
         progress=False,
+        **{"n_samples": 2, "n_steps": 2, **overrides},
     )
-    dictionary = tiny_dictionary.to(device)  # as the pipeline does for matching on the device
-    grid_basis, q = rec.check_compatible(raw, dictionary)
-    torch.testing.assert_close(grid_basis, basis * phases)
-    torch.testing.assert_close(q, torch.diag(phases), atol=1e-5, rtol=1e-5)
-    out = rec(raw, 0, dictionary)
-    assert out["tsmi"].shape == (RANK, MATRIX, MATRIX) and out["samples"].shape == (2, RANK, MATRIX, MATRIX)
-    assert out["tsmi"].is_complex() and bool(torch.isfinite(torch.view_as_real(out["samples"])).all())
-    torch.testing.assert_close(out["tsmi"], out["samples"].mean(0))
-    assert not torch.allclose(out["samples"][0], out["samples"][1])
-    # reproducible with the seed
-    torch.testing.assert_close(rec(raw, 0, dictionary)["samples"], out["samples"])
-    # another subspace (a rotated-out basis): a clear error
-    other = torch.linalg.qr(
-        torch.randn(basis.shape, dtype=basis.dtype, generator=torch.Generator().manual_seed(0))
-    )[0]
-    rec2 = IDDPMReconstructor(
-        write_checkpoint(tmp_path / "m2.pt", tiny_dictionary, other),
-        n_samples=1,
-        n_steps=1,
-        roi_size=16,
-        device=device,
-        progress=False,
-    )
-    with pytest.raises(ValueError, match="subspace"):
-        rec2(raw, 0, tiny_dictionary)
-    with pytest.raises(ValueError, match="rank"):
-        rec.check_compatible(raw, tiny_dictionary.truncate_rank(1))
+
+
+def _maps(folder: Path, label: str) -> dict[str, np.ndarray]:
+    import nibabel as nib
+
+    return {
+        s: np.asarray(nib.load(str(folder / f"sub-{label}_{s}.nii.gz")).dataobj)
+        for s in ("T1map", "T2map", "PDmap", "desc-std_T1map", "desc-std_T2map")
+        if (folder / f"sub-{label}_{s}.nii.gz").is_file()
+    }
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_bundle_inference_end_to_end(tmp_path, tiny_dictionary, device):
-    """``monai.bundle run inference`` with the shipped config on a tiny subject and a tiny model."""
+    """``monai.bundle run`` with the shipped config on a tiny subject and a tiny model."""
     import nibabel as nib
-    from monai.bundle import run
 
     from mrf_monai.io.dictionary import save_dictionary
     from mrf_monai.io.ismrmrd import read_raw
@@ -166,31 +142,84 @@ def test_bundle_inference_end_to_end(tmp_path, tiny_dictionary, device):
     dataset, out = tmp_path / "data", tmp_path / "out"
     subject = write_subject(dataset, "01", tiny_dictionary)
     save_dictionary(tiny_dictionary, tmp_path / "dict.h5")
-    run(
-        run_id="inference",
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        config_file=str(BUNDLE / "configs" / "inference.json"),
-        logging_file=False,
-        dataset_dir=str(dataset),
-        output_dir=str(out),
-        model_path=str(write_checkpoint(tmp_path / "model.pt", tiny_dictionary)),
-        dictionary_path=str(tmp_path / "dict.h5"),
-        n_samples=2,
-        n_steps=2,
-        roi_size=[16, 16],
-        sw_batch_size=8,
-        device=device,
-        progress=False,
-    )
+    model = write_checkpoint(tmp_path / "model.pt", tiny_dictionary)
+    _run(tmp_path, dataset, out, model, tmp_path / "dict.h5", device)
     folder = out / "sub-01"
     affine = read_raw(subject / "raw.h5").affine()
-    for suffix in ("T1map", "T2map", "PDmap", "desc-std_T1map", "desc-std_T2map"):
-        img = nib.load(str(folder / f"sub-01_{suffix}.nii.gz"))
-        data = np.asarray(img.dataobj)
+    maps = _maps(folder, "01")
+    assert set(maps) == {"T1map", "T2map", "PDmap", "desc-std_T1map", "desc-std_T2map"}
+    for suffix, data in maps.items():
         assert data.shape == (MATRIX, MATRIX, 1) and data.dtype == np.float32, suffix
         assert np.isfinite(data).all(), suffix
-        np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+        np.testing.assert_allclose(
+            nib.load(str(folder / f"sub-01_{suffix}.nii.gz")).affine, affine, atol=1e-4
+        )
         assert json.loads((folder / f"sub-01_{suffix}.json").read_text())
-    t1 = np.asarray(nib.load(str(folder / "sub-01_T1map.nii.gz")).dataobj)
-    t1_std = np.asarray(nib.load(str(folder / "sub-01_desc-std_T1map.nii.gz")).dataobj)
-    assert (t1 > 0).any() and (t1_std >= 0).all()
+    assert (maps["T1map"] > 0).any() and (maps["desc-std_T1map"] >= 0).all()
+    sidecar = json.loads((folder / "sub-01_T1map.json").read_text())
+    assert sidecar["Sampler"]["NSamples"] == 2 and sidecar["Sampler"]["Mode"] == "whole"
+    timing = json.loads((folder / "timing.json").read_text())
+    assert timing["n_samples"] == 2 and timing["dc_steps"] == 5 and timing["n_slices"] == 1
+    # reproducible with the seed; another seed gives other samples
+    _run(tmp_path, dataset, tmp_path / "again", model, tmp_path / "dict.h5", device)
+    np.testing.assert_array_equal(_maps(tmp_path / "again" / "sub-01", "01")["T1map"], maps["T1map"])
+    _run(tmp_path, dataset, tmp_path / "seed", model, tmp_path / "dict.h5", device, seed=1)
+    assert not np.array_equal(
+        _maps(tmp_path / "seed" / "sub-01", "01")["desc-std_T1map"], maps["desc-std_T1map"]
+    )
+
+
+@pytest.mark.parametrize("mode", ["patch", "patch-dc", "whole-nodc"])
+def test_sampling_modes_of_the_bundle(tmp_path, tiny_dictionary, mode):
+    """The paper's sliding-window sampler (with and without k-space consistency) and the whole slice."""
+    from mrf_monai.io.dictionary import save_dictionary
+
+    dataset = tmp_path / "data"
+    write_subject(dataset, "01", tiny_dictionary)
+    save_dictionary(tiny_dictionary, tmp_path / "dict.h5")
+    model = write_checkpoint(tmp_path / "model.pt", tiny_dictionary)
+    settings = {
+        "patch": {"mode": "patch", "dc_steps": 0, "roi_size": [16, 16], "overlap": 0.5},
+        "patch-dc": {"mode": "patch", "dc_steps": 2, "roi_size": [16, 16], "overlap": 0.5},
+        "whole-nodc": {"mode": "whole", "dc_steps": 0},
+    }[mode]
+    _run(tmp_path, dataset, tmp_path / "out", model, tmp_path / "dict.h5", **settings)
+    maps = _maps(tmp_path / "out" / "sub-01", "01")
+    assert maps["T1map"].shape == (MATRIX, MATRIX, 1) and np.isfinite(maps["T1map"]).all()
+    assert (maps["desc-std_T1map"] >= 0).all()
+    timing = json.loads((tmp_path / "out" / "sub-01" / "timing.json").read_text())
+    assert timing["mode"] == settings["mode"] and timing["dc_steps"] == settings["dc_steps"]
+
+
+def test_subspace_checks_of_the_bundle(tmp_path, tiny_dictionary, capfd):
+    """Trained with the same subspace in other column phases: accepted (coefficients rotated);
+    another subspace or rank: one clear error per subject."""
+    from mrf_monai.io.dictionary import save_dictionary
+    from mrf_monai.pipeline import ReconstructionFailed
+    from mrf_monai.pipeline.bundle_errors import innermost
+
+    dataset = tmp_path / "data"
+    write_subject(dataset, "01", tiny_dictionary)
+    save_dictionary(tiny_dictionary, tmp_path / "dict.h5")
+    basis = torch.as_tensor(tiny_dictionary.basis)
+    phases = torch.exp(1j * torch.tensor([0.7, -2.0])).to(basis.dtype)
+    rotated = write_checkpoint(tmp_path / "rotated.pt", tiny_dictionary, basis * phases)
+    plain = write_checkpoint(tmp_path / "plain.pt", tiny_dictionary)
+    _run(tmp_path, dataset, tmp_path / "rot", rotated, tmp_path / "dict.h5", dc_steps=0, n_samples=1)
+    _run(tmp_path, dataset, tmp_path / "plain", plain, tmp_path / "dict.h5", dc_steps=0, n_samples=1)
+    a = _maps(tmp_path / "rot" / "sub-01", "01")
+    b = _maps(tmp_path / "plain" / "sub-01", "01")
+    assert set(a) == {"T1map", "T2map", "PDmap"}  # one sample: no std maps
+    other = torch.linalg.qr(
+        torch.randn(basis.shape, dtype=basis.dtype, generator=torch.Generator().manual_seed(0))
+    )[0]
+    wrong = write_checkpoint(tmp_path / "other.pt", tiny_dictionary, other)
+    capfd.readouterr()
+    with pytest.raises(RuntimeError) as info:  # monai.bundle wraps the runner's error
+        _run(tmp_path, dataset, tmp_path / "other", wrong, tmp_path / "dict.h5", dc_steps=0, n_samples=1)
+    assert isinstance(innermost(info.value), ReconstructionFailed)
+    assert "1 of 1 subject(s) failed" in str(innermost(info.value))
+    err = capfd.readouterr().err
+    assert "sub-01: the dictionary's subspace differs from the training subspace" in err
+    assert not (tmp_path / "other" / "sub-01").exists()
+    assert a["T1map"].shape == b["T1map"].shape

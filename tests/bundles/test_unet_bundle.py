@@ -9,7 +9,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run
 
-from mrf_monai.baselines.unet import load_unet_checkpoint
+from mrf_monai.baselines.unet import load_model, load_unet_checkpoint
+from mrf_monai.io.weights import load_training_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "unet_baseline" / "configs"
 META = str(CONFIGS / "metadata.json")
@@ -62,8 +63,13 @@ def test_default_config_parses_and_builds_the_network():
     parser.read_meta(META)
     net = parser.get_parsed_content("network_def")
     assert net.rank == 5 and net.divisor == 8
+    assert net.hyper_parameters["channels"] == [32, 64, 128, 256]  # the shipped model's defaults
     assert parser.get_parsed_content("patch_size") == [64, 64]
-    assert parser["trainer"]["loss"] == "@loss" and parser.get_parsed_content("loss") == "l1"
+    assert parser["trainer"]["loss_function"] == "@loss"
+    assert isinstance(parser.get_parsed_content("loss"), torch.nn.L1Loss)
+    parser["loss"]["_target_"] = "torch.nn.MSELoss"  # the MONAI way to change a component
+    assert isinstance(parser.get_parsed_content("loss", lazy=False), torch.nn.MSELoss)
+    assert parser["optimizer"]["params"] == "$@network.parameters()"
     x = torch.zeros(1, 10, 64, 64)
     assert net(x).shape == x.shape
 
@@ -82,7 +88,7 @@ def test_tiny_training_then_inference_end_to_end(tiny_run, tmp_path):
     assert hp["model"]["channels"] == [8, 16] and hp["rank"] == 2
     assert hp["data"]["sequence_key"] == seq.key() and tuple(hp["data"]["basis"].shape) == (20, 2)
     assert hp["data"]["patch_size"] == [16, 16] and hp["training"]["loss"] == "l1"
-    history = torch.load(ckpts / "checkpoint_00000004.pt", weights_only=False)["history"]
+    history = torch.load(ckpts / "checkpoint_00000004.pt", weights_only=True)["history"]
     assert len(history) == 2 and {"t1_mape", "t2_mape", "nrmse"} <= set(history[0])
 
     # inference on a simulated test subject, through mrf_monai.pipeline.reconstruct_dataset
@@ -110,6 +116,39 @@ def test_tiny_training_then_inference_end_to_end(tiny_run, tmp_path):
     assert timing["method"] == "unet" and timing["n_slices"] == 1
 
 
+def test_recipe_noise_range_and_init_from_keys(tiny_run, tmp_path):
+    """The U-Net bundle has the same data and fine-tuning keys as MRF-IDDPM's (a fair comparison)."""
+    from mrf_monai.io.weights import load_weights
+    from mrf_monai.phantoms.recipe import PhantomRecipe
+
+    default = ConfigParser()
+    default.read_config(str(CONFIGS / "train.json"))
+    assert [default.get_parsed_content(k) for k in ("recipe", "noise_range", "init_from")] == [None] * 3
+    recipe = PhantomRecipe(synthetic_fraction=0.5, tissue_range_probability=1.0).to_dict()
+    start = tiny_run / "run" / "model.pt"
+    n = torch.get_num_threads()
+    try:
+        run(
+            "training",
+            meta_file=META,
+            config_file=TINY,
+            logging_file=LOGGING,
+            output_dir=str(tmp_path / "run"),
+            cache_dir=str(tiny_run / "cache"),
+            max_steps=2,
+            val_every=0,
+            recipe=recipe,
+            noise_range=[0.5, 5.0],
+            init_from=str(start),
+        )
+    finally:
+        torch.set_num_threads(n)
+    _, hp = load_weights(tmp_path / "run" / "model_final.pt")
+    assert hp["data"]["recipe"] == recipe and hp["data"]["noise_range"] == [0.5, 5.0]
+    assert hp["training"]["init_from"]["path"] == str(start) and hp["step"] == 2
+    assert hp["data"]["channel_scale"] == load_weights(start)[1]["data"]["channel_scale"]
+
+
 def test_tiny_training_from_a_dataset_folder(tmp_path):
     from mrf_monai.simulation import simulate_subject
 
@@ -131,8 +170,43 @@ def test_tiny_training_from_a_dataset_folder(tmp_path):
         )
     finally:
         torch.set_num_threads(n)
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "checkpoint_00000002.pt", weights_only=False)
+    ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoints" / "checkpoint_00000002.pt")
     data = ckpt["hyper_parameters"]["data"]
     assert data["source"] == "subjects" and data["train_dir"] == str(tmp_path / "train")
     assert tuple(data["basis"].shape) == (20, 2)
     assert len(ckpt["history"]) == 1 and {"t1_mape", "t2_mape", "nrmse"} <= set(ckpt["history"][0])
+
+
+def test_ckpt_export_of_the_shipped_weights(tmp_path):
+    """``python -m monai.bundle ckpt_export network_def`` on the shipped plain state dict: the
+    TorchScript module computes exactly what the loaded network computes."""
+    import os
+    import subprocess
+    import sys
+
+    bundle = CONFIGS.parent
+    out = tmp_path / "unet.ts"
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(out),
+        "--ckpt_file",
+        str(bundle / "models" / "model.pt"),
+        "--meta_file",
+        META,
+        "--config_file",
+        str(CONFIGS / "train.json"),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, cwd=bundle.parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scripted = torch.jit.load(str(out))
+    net, hp = load_model(bundle / "models" / "model.pt")
+    assert hp["format"] == "mrf_monai.baselines.unet/2" and hp["data"]["patch_size"] == [64, 64]
+    x = torch.randn(1, 10, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(scripted(x), net(x))

@@ -14,7 +14,6 @@ from scipy.ndimage import gaussian_filter
 
 from mrf_monai.acquisition.nufft import Nufft2D
 from mrf_monai.acquisition.trajectory import fully_sampled_spiral
-from mrf_monai.baselines.svdmrf import SVDMRFReconstructor
 from mrf_monai.cli import main
 from mrf_monai.io.dictionary import save_dictionary
 from mrf_monai.io.ismrmrd import RawSubject, write_raw
@@ -22,12 +21,7 @@ from mrf_monai.io.subjects import write_reference
 from mrf_monai.physics import fisp_mrf_jiang2015
 from mrf_monai.physics.dictionary import build_dictionary
 from mrf_monai.physics.epg import simulate_fisp
-from mrf_monai.pipeline import (
-    get_method,
-    parse_options,
-    reconstruct_dataset,
-    register_method,
-)
+from mrf_monai.pipeline import parse_options, reconstruct_dataset, register_method
 
 N, FRAMES = 24, 60
 T1_GRID = np.geomspace(0.3, 3.0, 16)
@@ -163,12 +157,15 @@ def test_reconstruct_failure_messages(dataset, tmp_path, capfd):
     err = capfd.readouterr().err
     assert status == 1
     assert "sub-bad:" in err and "raw.h5" in err
-    assert "sub-other:" in err and "different sequence" in err
+    assert (
+        "sub-other:" in err and "another sequence" in err and "raw data vs dictionary: 40 frames vs 60" in err
+    )
     assert "2 of 2 subject(s) failed" in err
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
-    assert (
-        main(["reconstruct", "--method", "svdmrf", str(tmp_path / "nowhere"), "--output", str(tmp_path)]) == 1
-    )
+    args = ["reconstruct", "--method", "svdmrf", str(tmp_path / "nowhere"), "--output", str(tmp_path)]
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "nowhere does not exist" in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_evaluate_compares_methods(dataset, reconstructed, tmp_path, capfd):
@@ -225,51 +222,62 @@ def test_evaluate_compares_methods(dataset, reconstructed, tmp_path, capfd):
     assert "sub-bad" in summary and "sub-other" in summary  # listed as not evaluated
 
 
-class NoiseReplicaSVDMRF:
-    """A probabilistic reconstructor: SVD-MRF of k-space replicas with added Gaussian noise."""
+PLUGIN = """
+import torch
+from monai.inferers import Inferer
 
-    def __init__(self, n_samples: int = 3, noise: float = 0.05, seed: int = 0) -> None:
-        self.grid = SVDMRFReconstructor()
+
+class NoiseReplicaInferer(Inferer):
+    \"\"\"A probabilistic method: K replicas of the gridding image with complex Gaussian noise.\"\"\"
+
+    def __init__(self, n_samples=3, noise=0.05, seed=0):
         self.n_samples, self.noise, self.seed = n_samples, noise, seed
 
-    def __call__(self, raw, slice_index, dictionary):
-        g = np.random.default_rng(self.seed + slice_index)
-        k = raw.kspace
-        sigma = self.noise * np.abs(k[slice_index]).mean()
-        samples = []
-        for _ in range(self.n_samples):
-            noisy = k.copy()
-            noisy[slice_index] += sigma * (
-                g.standard_normal(k.shape[1:]) + 1j * g.standard_normal(k.shape[1:])
-            )
-            replica = RawSubject(
-                noisy, raw.traj, raw.interleaf, raw.sequence, raw.matrix, raw.fov_mm, raw.position_mm
-            )
-            samples.append(self.grid(replica, slice_index, dictionary)["tsmi"])
-        samples = torch.stack(samples)
-        return {"tsmi": samples.mean(0), "samples": samples}
+    def __call__(self, inputs, network=None, slice_index=0):
+        x = torch.as_tensor(inputs).as_subclass(torch.Tensor)
+        g = torch.Generator().manual_seed(self.seed + int(slice_index))
+        sigma = self.noise * x.abs().mean()
+        shape = (self.n_samples, *x.shape)
+        z = torch.complex(torch.randn(shape, generator=g), torch.randn(shape, generator=g))
+        return x[None] + sigma * z
+"""
 
 
-def test_samples_give_std_maps_and_registry(dataset, tmp_path):
-    ds, dict_path = dataset
+def test_a_registered_method_config_with_samples_gives_std_maps(dataset, tmp_path, monkeypatch):
+    """A method of another package: its own inferer (importable module) and a config derived
+    from svdmrf.json with the probabilistic postprocessing (mean, matching, std maps)."""
     from mrf_monai.io.dictionary import load_dictionary
+    from mrf_monai.pipeline import methods
 
-    register_method("noisyreplica", NoiseReplicaSVDMRF)
-    assert get_method("noisyreplica") is NoiseReplicaSVDMRF
+    ds, dict_path = dataset
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "noisy_replica.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    monkeypatch.setattr(methods, "REGISTRY", methods.MethodRegistry())
+    config = json.loads(methods.method_config("svdmrf").config.read_text())
+    config["preprocessing"]["transforms"][3]["output_key"] = "cond"
+    config["inferer"] = {"_target_": "noisy_replica.NoiseReplicaInferer", "noise": 0.3}
+    config["postprocessing"]["transforms"] = [
+        {"_target_": "mrf_monai.transforms.SampleMeand", "keys": "pred", "mean_key": "tsmi"},
+        *config["postprocessing"]["transforms"],
+        {"_target_": "mrf_monai.transforms.SampleStdMapsd", "samples_key": "samples"},
+    ]
+    config["runner"].update({"inferer": "@inferer", "input_key": "cond", "pred_key": "pred"})
+    config["runner"]["inferer_kwargs"] = {"slice_index": "slice"}
+    (tmp_path / "noisyreplica.json").write_text(json.dumps(config))
+    register_method("noisyreplica", tmp_path / "noisyreplica.json")
     with pytest.raises(ValueError, match="already registered"):
-        register_method("noisyreplica", SVDMRFReconstructor)
-    with pytest.raises(ValueError, match="unknown reconstruction method 'nope'"):
-        get_method("nope")
+        register_method("noisyreplica", tmp_path / "noisyreplica.json")
     status = reconstruct_dataset(
         ds / "sub-good",
-        tmp_path,
-        get_method("noisyreplica")(noise=0.3),
-        load_dictionary(dict_path),
-        method_name="noisyreplica",
+        tmp_path / "out",
+        "noisyreplica",
+        options={"method_name": "noisyreplica"},
+        dictionary=load_dictionary(dict_path),
         progress=False,
     )
     assert status == 0
-    sub = tmp_path / "sub-good"
+    sub = tmp_path / "out" / "sub-good"
     std = np.asarray(nib.load(sub / "sub-good_desc-std_T1map.nii.gz").dataobj)
     t1 = np.asarray(nib.load(sub / "sub-good_T1map.nii.gz").dataobj)
     assert std.shape == t1.shape and np.isfinite(std).all() and (std >= 0).all()
@@ -285,5 +293,5 @@ def test_parse_options():
         "name": "ddim",
         "x": None,
     }
-    with pytest.raises(ValueError, match="key=value"):
+    with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_options(["oops"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mrf_monai.diffusion.inferer import SlidingWindowDiffusionSampler
+from mrf_monai.diffusion.inferer import DiffusionSamplingInferer
 from mrf_monai.diffusion.model import build_model
 from mrf_monai.diffusion.sampling import alphas_cumprod_from
 
@@ -62,30 +62,30 @@ def test_blending_covers_every_pixel_exactly(kwargs):
     """With an exact pixel-wise predictor every mode returns x0 on every pixel of an odd-sized
     slice: the windows cover the slice and the blending weights are normalised."""
     cond = torch.randn(1, 4, 37, 29, generator=torch.Generator().manual_seed(0))
-    sampler = SlidingWindowDiffusionSampler(roi_size=(16, 16), sw_batch_size=5, **{"n_steps": 5, **kwargs})
+    sampler = DiffusionSamplingInferer(roi_size=(16, 16), sw_batch_size=5, **{"n_steps": 5, **kwargs})
     out = sampler.sample_slice(PointOracle(), cond, n_samples=2, seed=3)
     assert out.shape == (2, 4, 37, 29)
     torch.testing.assert_close(out, (2 * cond + 1).expand(2, -1, -1, -1), rtol=1e-4, atol=1e-4)
 
 
 def test_window_count():
-    s = SlidingWindowDiffusionSampler()
+    s = DiffusionSamplingInferer()
     assert s.n_windows((230, 230)) == 49  # stride 32
-    assert SlidingWindowDiffusionSampler(overlap=0.25).n_windows((230, 230)) == 25  # stride 48
-    assert SlidingWindowDiffusionSampler(mode="whole").n_windows((230, 230)) == 1
+    assert DiffusionSamplingInferer(overlap=0.25).n_windows((230, 230)) == 25  # stride 48
+    assert DiffusionSamplingInferer(mode="whole").n_windows((230, 230)) == 1
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"method": "ddpm"}, {"mode": "whole"}])
 def test_tiny_model_seeded_samples(tiny_model, kwargs):
     cond = torch.randn(2, 24, 24, generator=torch.Generator().manual_seed(1))
-    sampler = SlidingWindowDiffusionSampler(roi_size=(16, 16), n_steps=3, sw_batch_size=4, **kwargs)
+    sampler = DiffusionSamplingInferer(roi_size=(16, 16), n_steps=3, sw_batch_size=4, **kwargs)
     a = sampler.sample_slice(tiny_model, cond, n_samples=2, seed=7)
     assert a.shape == (2, 2, 24, 24) and a.dtype == torch.float32
     assert bool(torch.isfinite(a).all())
     # the two samples use different noise
     assert float((a[0] - a[1]).abs().mean()) > 1e-3 * float(a.abs().mean())
     # reproducible, and sample k does not depend on K nor on how windows are batched
-    sampler1 = SlidingWindowDiffusionSampler(roi_size=(16, 16), n_steps=3, sw_batch_size=1, **kwargs)
+    sampler1 = DiffusionSamplingInferer(roi_size=(16, 16), n_steps=3, sw_batch_size=1, **kwargs)
     b = sampler1.sample_slice(tiny_model, cond, n_samples=1, seed=7)
     torch.testing.assert_close(b, a[:1], rtol=1e-4, atol=1e-4 * float(a.abs().max()))
     c = sampler.sample_slice(tiny_model, cond, n_samples=1, seed=8)
@@ -94,8 +94,8 @@ def test_tiny_model_seeded_samples(tiny_model, kwargs):
 
 def test_invalid_arguments(tiny_model):
     with pytest.raises(ValueError):
-        SlidingWindowDiffusionSampler(mode="tiles")
+        DiffusionSamplingInferer(mode="tiles")
     with pytest.raises(ValueError):
-        SlidingWindowDiffusionSampler(overlap=1.0)
+        DiffusionSamplingInferer(overlap=1.0)
     with pytest.raises(ValueError):
-        SlidingWindowDiffusionSampler(roi_size=16).sample_slice(tiny_model, torch.zeros(2, 2, 16, 16))
+        DiffusionSamplingInferer(roi_size=16).sample_slice(tiny_model, torch.zeros(2, 2, 16, 16))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from mrf_monai.diffusion.inferer import SlidingWindowDiffusionSampler
+from mrf_monai.diffusion.inferer import DiffusionSamplingInferer
 from mrf_monai.diffusion.sampling import alphas_cumprod_from, sample
 from mrf_monai.diffusion.scaling import channel_scale_from_hyper_parameters, measure_channel_scale
 
@@ -73,11 +73,11 @@ def test_whole_slice_transform_sees_the_unpadded_slice():
         shapes.append(tuple(x0.shape))
         return truth.expand_as(x0)
 
-    sampler = SlidingWindowDiffusionSampler(mode="whole", n_steps=4, progress=False)
+    sampler = DiffusionSamplingInferer(mode="whole", n_steps=4, progress=False)
     out = sampler.sample_slice(ZeroEps(), torch.zeros(4, 23, 29), n_samples=2, seed=0, x0_transform=oracle)
     assert set(shapes) == {(2, 4, 23, 29)}
     assert torch.allclose(out, truth.expand(2, -1, -1, -1), atol=1e-5)
-    patch = SlidingWindowDiffusionSampler(mode="patch", roi_size=16, n_steps=4, progress=False)
+    patch = DiffusionSamplingInferer(mode="patch", roi_size=16, n_steps=4, progress=False)
     with pytest.raises(ValueError, match="whole"):
         patch.sample_slice(ZeroEps(), torch.zeros(4, 23, 29), n_samples=1, x0_transform=oracle)
 
