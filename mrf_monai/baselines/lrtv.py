@@ -156,8 +156,13 @@ class LRTVReconstructor:
         seed: int = 0,
         gridder: SubspaceGridder | None = None,
     ) -> None:
-        if lam < 0:
-            raise ValueError(f"lam must be >= 0, got {lam}")
+        if not isinstance(lam, int | float) or isinstance(lam, bool) or lam < 0:
+            raise ValueError(f"lam must be a number >= 0, got {lam!r}")
+        for name, value in (("n_iter", n_iter), ("tv_iter", tv_iter), ("power_iter", power_iter)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(preconditioned, bool):
+            raise ValueError(f"preconditioned must be true or false, got {preconditioned!r}")
         self.lam = float(lam)
         self.n_iter = int(n_iter)
         self.tv_iter = int(tv_iter)

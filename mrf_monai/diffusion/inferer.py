@@ -146,6 +146,12 @@ class DiffusionSamplingInferer(Inferer):
         progress: bool = False,
     ) -> None:
         super().__init__()
+        for name, flag in (("blend_every_step", blend_every_step), ("amp", amp), ("progress", progress)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be true or false, got {flag!r}")
+        for name, count in (("n_samples", n_samples), ("n_steps", n_steps), ("sw_batch_size", sw_batch_size)):
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise ValueError(f"{name} must be a whole number, got {count!r}")
         if mode not in ("patch", "whole"):
             raise ValueError(f"mode must be 'patch' or 'whole', got {mode!r}.")
         if not 0.0 <= overlap < 1.0:

@@ -184,10 +184,13 @@ def load_hyper_parameters(path: str | os.PathLike) -> dict[str, Any]:
     """The hyper-parameters beside the weights file ``path`` (the ``.json`` of the same name).
 
     Raises:
-        FileNotFoundError: the JSON file is missing (the message says what it should be).
+        FileNotFoundError: the weights file, or the JSON file beside it, is missing (the message says
+            what it should be).
         WeightsFileError: it is not valid JSON or not a JSON object.
     """
     json_path = hyper_parameters_path(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
     if not json_path.is_file():
         raise FileNotFoundError(
             f"weights {path}: no hyper-parameter file {json_path} beside it. mrf_monai weights are a "

@@ -19,6 +19,7 @@ Methods of other packages register a config file (:func:`register_method`).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -240,10 +241,12 @@ def build_run(
     config = _read_configs(files)
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(config))
-    if unknown:
-        valid = sorted(k for k in config if k not in _WIRING_KEYS)
+    if unknown:  # the options of the method; the common keys are set by reconstruct's own flags
+        valid = sorted(k for k in config if k not in _WIRING_KEYS and k not in COMMON_KEYS)
+        close = sorted({m for k in unknown for m in difflib.get_close_matches(k, valid, n=1)})
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(
-            f"unknown option(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(valid)}"
+            f"unknown option(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(valid)}{hint}"
         )
     parser = ConfigParser()
     parser.read_config([os.fspath(f) for f in files])

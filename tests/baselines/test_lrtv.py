@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mrf_monai.baselines.lrtv import fista, lrtv_solve, power_iteration, quadratic_objective
@@ -217,3 +218,21 @@ def test_lrtv_uses_the_shared_solvers_and_the_gridding_front_end():
         assert torch.equal(grid, p.grid) and torch.equal(rhs, p.rhs)
         c = _crandn(2, n, n, generator=g).to(torch.complex64)
         assert torch.equal(normal(c), p.normal(c))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"n_iter": 0},
+        {"n_iter": 2.5},
+        {"tv_iter": -1},
+        {"power_iter": True},
+        {"lam": -0.1},
+        {"preconditioned": "yes"},
+    ],
+)
+def test_settings_are_checked_when_built(bad):
+    from mrf_monai.baselines.lrtv import LRTVInferer
+
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        LRTVInferer(**bad)
