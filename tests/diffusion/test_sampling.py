@@ -64,6 +64,26 @@ def test_timestep_spacing():
         sampling_timesteps(0)
 
 
+def test_logsnr_spacing():
+    lam = 0.5 * torch.log(ABAR / (1 - ABAR))
+    for n in (2, 5, 10, 20, 37, 100, 999, 1000):
+        ts = sampling_timesteps(n, spacing="logsnr", alphas_cumprod=ABAR)
+        assert ts.numel() == n and ts[0] == 999 and ts[-1] == 0
+        assert bool((ts[:-1] > ts[1:]).all())
+    assert torch.equal(sampling_timesteps(1000, spacing="logsnr"), torch.arange(999, -1, -1))
+    # where the timesteps are fine enough, the steps are even in lambda to within one timestep
+    ts = sampling_timesteps(10, spacing="logsnr")
+    steps = lam[ts[1:]] - lam[ts[:-1]]
+    assert float(steps.max() - steps.min()) < 0.1 * float(steps.mean())
+    # it follows the schedule it is given
+    cosine = alphas_cumprod_from(build_scheduler(schedule="cosine"))
+    assert not torch.equal(sampling_timesteps(10, spacing="logsnr", alphas_cumprod=cosine), ts)
+    with pytest.raises(ValueError, match="spacing"):
+        sampling_timesteps(10, spacing="karras")
+    with pytest.raises(ValueError, match="shape"):
+        sampling_timesteps(10, spacing="logsnr", alphas_cumprod=ABAR[:500])
+
+
 def test_schedule_matches_training_scheduler():
     assert torch.allclose(alphas_cumprod_from(build_scheduler()), ABAR, rtol=1e-6)
 
