@@ -26,6 +26,12 @@ For a slice with maps (T1, T2, PD):
   the whole slice; both tensors are divided by it and returned as real channels
   ``[Re c_0..Re c_{R-1}, Im c_0..Im c_{R-1}]`` (float32, ``(2R, H, W)``).
 
+Protocols: ``SimulatedPairDataset(..., protocol=P)`` (a
+:class:`~mrf_monai.acquisition.protocol.Protocol`, or the path of a raw file whose protocol to
+use) takes the trajectory (any number of readouts per frame), matrix, FOV and coils from ``P``;
+its sequence must be the dictionary's. The phantoms are drawn at the protocol's pixel size
+(:func:`mrf_monai.simulation.subjects.protocol_slice_maps`), as ``simulate_subject`` does.
+
 The reference, condition and scale are computed on ``device`` (the phantom itself is drawn
 with numpy on the CPU). With ``device="cuda"`` use ``num_workers=0`` in the DataLoader; on
 the CPU, worker processes parallelise the generation, each with one torch thread (the
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +54,21 @@ import torch
 from mrf_monai.acquisition.coils import simulate_coil_maps
 from mrf_monai.acquisition.density import pipe_menon_dcf
 from mrf_monai.acquisition.operators import SubspaceNufftOperator
+from mrf_monai.acquisition.protocol import Protocol
 from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
 from mrf_monai.io.atomic import atomic_write_path
-from mrf_monai.phantoms import sample_subject_maps, split_slices
+from mrf_monai.phantoms import FOV_MM, split_slices
 from mrf_monai.phantoms.augment import SPLIT_CODE
+from mrf_monai.phantoms.recipe import PhantomRecipe, check_training_seeds, is_validation_seed
 from mrf_monai.phantoms.tissues import T1_RANGE_S, T2_RANGE_S
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.physics.sequence import MRFSequence
 from mrf_monai.transforms.complex import complex_to_channels
 from mrf_monai.transforms.intensity import condition_scale  # the same scale as at inference
 
-from .subjects import DEFAULT_NOISE
+from .subjects import DEFAULT_NOISE, SLICE_THICKNESS_MM, protocol_slice_maps
 
-__all__ = ["CompressedSignalTable", "SimulatedPairDataset"]
+__all__ = ["CompressedSignalTable", "SimulatedPairDataset", "load_protocol"]
 
 
 def normalised_pair(
@@ -76,6 +85,73 @@ def normalised_pair(
         "reference": reference,
         "condition": condition,
     }
+
+
+def _resolve_protocol(
+    protocol: Protocol | str | PathLike | None, trajectory: Any, sequence: MRFSequence
+) -> Protocol | None:
+    """The protocol of ``SimulatedPairDataset(protocol=...)``, checked against the dictionary's sequence."""
+    if protocol is None:
+        if isinstance(trajectory, str | PathLike):
+            raise ValueError("a trajectory file is the trajectory of a raw-file protocol: pass protocol= too")
+        return None
+    if not isinstance(protocol, Protocol):
+        from mrf_monai.io.ismrmrd import read_raw
+
+        protocol = Protocol.from_raw(read_raw(protocol, trajectory))
+    elif trajectory is not None:
+        raise ValueError("give the trajectory through the protocol, not as trajectory= as well")
+    if protocol.sequence != sequence:
+        raise ValueError(
+            "the protocol's sequence differs from the dictionary's ("
+            + ", ".join(protocol.sequence.differences(sequence))
+            + "); build the dictionary for the protocol's sequence"
+        )
+    return protocol
+
+
+def load_protocol(
+    source: Protocol | str | PathLike | None, trajectory: str | PathLike | None = None
+) -> Protocol | None:
+    """The protocol of a training config's ``protocol`` key: a :class:`Protocol` as it is, the path
+    of an ISMRMRD raw file (its sequence, trajectory, matrix, FOV and coils; ``trajectory``: the
+    trajectory file of that raw file, data contract section 5), or ``None`` (the built-in one).
+
+    Raises:
+        ValueError: a trajectory file without a raw file, or a raw file the reader refuses (the
+            message names the file and the problem).
+    """
+    if source is None or source == "":
+        if trajectory not in (None, ""):
+            raise ValueError(
+                f"trajectory = {trajectory} is the trajectory file of a raw-file protocol: set protocol too"
+            )
+        return None
+    if isinstance(source, Protocol):
+        if trajectory not in (None, ""):
+            raise ValueError("give the trajectory through the protocol, not as trajectory as well")
+        return source
+    from mrf_monai.io.ismrmrd import read_raw
+
+    return Protocol.from_raw(read_raw(source, trajectory or None))
+
+
+def _protocol_settings(
+    protocol: Protocol, matrix: int | None, n_samples: int | None, n_coils: int | None
+) -> tuple[int, int, int, np.ndarray]:
+    """``matrix``, ``n_samples``, ``n_coils`` and the trajectory that a protocol sets."""
+    nx, ny = protocol.matrix
+    if nx != ny:
+        raise ValueError(f"training pairs need a square matrix; the protocol has {nx} x {ny}")
+    if matrix is not None and matrix != nx:
+        raise ValueError(f"matrix = {matrix} contradicts the protocol's {nx} x {ny}; leave it out")
+    if n_samples is not None and n_samples != protocol.samples_per_readout:
+        raise ValueError(
+            f"n_samples = {n_samples} contradicts the protocol's {protocol.samples_per_readout} samples per "
+            "readout; leave it out"
+        )
+    coils = protocol.n_coils if n_coils is None else int(n_coils)
+    return nx, protocol.samples_per_readout, coils, protocol.trajectory
 
 
 class CompressedSignalTable:
@@ -187,13 +263,14 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             inference (its ``basis`` and ``sequence``: training and inference share the same
             subspace).
         rank: leading basis components to keep (default: all of the dictionary's).
-        matrix: image matrix (field of view 230 mm).
-        n_samples: samples per spiral interleaf.
+        matrix: image matrix (default 230, or the protocol's; field of view 230 mm).
+        n_samples: samples per spiral interleaf (default 920; not with a protocol).
         split: ``"train"``, ``"val"`` or ``"test"`` (disjoint slices and seeds).
         seed: dataset seed; item ``i`` is subject ``seed * 2**32 + i`` of ``split``.
         length: number of items (``__len__``).
         noise: relative k-space noise (:data:`mrf_monai.simulation.subjects.DEFAULT_NOISE`).
-        n_coils: receive coils (:func:`simulate_coil_maps`, as in ``simulate_subject``).
+        n_coils: receive coils (:func:`simulate_coil_maps`, as in ``simulate_subject``; default 1, or
+            the protocol's).
         device: where the reference, condition and Toeplitz kernels are computed.
         patch_size: if given, return a random ``patch_size`` x ``patch_size`` crop (the
             scale is still computed on the whole slice).
@@ -201,10 +278,22 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         table_step: node spacing of :class:`CompressedSignalTable`.
         cache_dir: folder to cache the signal table in (optional).
         quantile: quantile of the normalisation scale.
-        trajectory: optional ``(T, S, 2)`` trajectory (default: ``mrf_spiral_trajectory``).
+        trajectory: optional ``(T, S, 2)`` trajectory (default: ``mrf_spiral_trajectory``); with a
+            raw-file ``protocol``, the trajectory file of that raw file (data contract section 5).
         noise_eps: NUFFT accuracy of the noise gridding (the signal uses the exact Toeplitz
             kernels; a 1e-3 relative error on a white-noise realisation changes nothing
             statistically and halves the cost).
+        protocol: a :class:`~mrf_monai.acquisition.protocol.Protocol` or the path of an ISMRMRD
+            raw file (``Protocol.from_raw(read_raw(path, trajectory))``): its trajectory, square
+            matrix, FOV and coils (``n_coils`` overrides the coils; ``matrix`` and ``n_samples``
+            must be left out or agree). Its sequence must equal the dictionary's.
+        recipe: the phantom world (:class:`~mrf_monai.phantoms.recipe.PhantomRecipe`, or its
+            ``to_dict()`` form from a bundle config; ``None``: today's phantoms). Subjects of
+            the reserved validation seeds (dataset seeds ``2**20`` to ``2**20 + 255``, refused
+            for ``split="train"``) always get their validation kind's recipe.
+        noise_range: ``(low, high)`` factors of ``noise``: item ``i`` is simulated at
+            ``noise * f_i`` with ``f_i`` log-uniform in the range (e.g. ``(0.5, 5.0)``), drawn
+            from the item's own stream (``None``: every item at ``noise``).
 
     Items are dicts: ``image`` and ``cond`` ``(2R, H, W)`` float32, ``scale`` (0-d float32),
     ``seed`` and ``slice_index`` (the phantom) and, with ``patch_size``, ``patch_origin``.
@@ -214,22 +303,31 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         self,
         dictionary: Any,
         rank: int | None = None,
-        matrix: int = 230,
-        n_samples: int = 920,
+        matrix: int | None = None,
+        n_samples: int | None = None,
         split: str = "train",
         seed: int = 0,
         length: int = 10000,
         noise: float = DEFAULT_NOISE,
-        n_coils: int = 1,
+        n_coils: int | None = None,
         device: torch.device | str = "cpu",
         patch_size: int | None = None,
         augment: bool = True,
         table_step: float = 0.01,
         cache_dir: str | Path | None = None,
         quantile: float = 0.99,
-        trajectory: np.ndarray | None = None,
+        trajectory: np.ndarray | str | PathLike | None = None,
         noise_eps: float = 1e-3,
+        protocol: Protocol | str | PathLike | None = None,
+        recipe: PhantomRecipe | dict | None = None,
+        noise_range: tuple[float, float] | None = None,
     ) -> None:
+        prot = _resolve_protocol(protocol, trajectory, dictionary.sequence)
+        if prot is not None:
+            matrix, n_samples, n_coils, trajectory = _protocol_settings(prot, matrix, n_samples, n_coils)
+        matrix = 230 if matrix is None else matrix
+        n_samples = 920 if n_samples is None else n_samples
+        n_coils = 1 if n_coils is None else n_coils
         basis = torch.as_tensor(dictionary.basis)
         rank = basis.shape[1] if rank is None else int(rank)
         if not 1 <= rank <= basis.shape[1]:
@@ -249,14 +347,26 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.length = int(length)
         self.noise = float(noise)
+        self.recipe = PhantomRecipe.from_dict(recipe) if isinstance(recipe, dict) else recipe
+        if noise_range is not None:
+            lo, hi = (float(v) for v in noise_range)
+            if not 0.0 < lo <= hi:
+                raise ValueError(f"noise_range must be (low, high) with 0 < low <= high, got {noise_range}")
+            noise_range = (lo, hi)
+        self.noise_range = noise_range
+        check_training_seeds(self.seed * 2**32, self.length, split)  # validation seeds are refused
         self.n_coils = int(n_coils)
         self.patch_size = patch_size
         self.augment = augment
         self.quantile = quantile
+        self.protocol = prot
+        self.fov_mm = prot.fov_mm if prot is not None else (FOV_MM, FOV_MM, SLICE_THICKNESS_MM)
         shape = (self.matrix, self.matrix)
+        self._default_trajectory = trajectory is None
+        self._samples_per_readout = int(n_samples)
         if trajectory is None:
             trajectory, _ = mrf_spiral_trajectory(self.n_frames, self.matrix, n_samples)
-        self.traj = torch.as_tensor(np.asarray(trajectory), dtype=torch.float32)
+        self.traj = torch.as_tensor(np.array(trajectory, dtype=np.float32))
         dcf = pipe_menon_dcf(self.traj, shape)
         self.coil_maps = (
             None if self.n_coils == 1 else simulate_coil_maps(self.n_coils, shape, device=self.device)
@@ -285,6 +395,19 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         )
         self._slices = split_slices(split)
 
+    @property
+    def training_protocol(self) -> Protocol | None:
+        """The protocol these pairs simulate: the given one (with this dataset's coil count), the
+        built-in one (:meth:`Protocol.default`) at this matrix, samples per readout and coils, or
+        ``None`` for a trajectory given as an array (no complete protocol is known). Written into
+        the trained weights (``data.protocol``), where inference checks it against the raw data."""
+        if self.protocol is not None:
+            prot = self.protocol
+            return prot if prot.n_coils == self.n_coils else prot.replace(n_coils=self.n_coils)
+        if self._default_trajectory:
+            return Protocol.default(self.n_frames, self.matrix, self._samples_per_readout, self.n_coils)
+        return None
+
     def __len__(self) -> int:
         return self.length
 
@@ -294,6 +417,16 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for a dataset of length {self.length}")
         rng = np.random.default_rng(np.random.SeedSequence([SPLIT_CODE[self.split], self.seed, index, 0x9A1]))
         return self.seed * 2**32 + int(index), int(rng.choice(self._slices))
+
+    def item_noise(self, index: int) -> float:
+        """Relative noise level of item ``index``: ``noise``, or ``noise * f`` with ``noise_range``."""
+        if self.noise_range is None:
+            return self.noise
+        rng = np.random.default_rng(
+            np.random.SeedSequence([SPLIT_CODE[self.split], self.seed, int(index), 0x9A3])
+        )
+        lo, hi = self.noise_range
+        return self.noise * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
     def reference(self, maps: dict[str, np.ndarray]) -> torch.Tensor:
         """Compressed reference TSMI ``(R, Nx, Ny)`` complex64 of parameter maps."""
@@ -305,25 +438,40 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         c[:, has] = (self.table(t1[has], t2[has]) * pd[has][:, None]).T
         return c
 
-    def noise_sigma(self, c: torch.Tensor) -> float:
-        """k-space noise sigma of a reference ``c`` (same definition as ``simulate_subject``)."""
+    def noise_sigma(self, c: torch.Tensor, noise: float | None = None) -> float:
+        """k-space noise sigma of a reference ``c`` (same definition as ``simulate_subject``) at
+        relative level ``noise`` (default: the dataset's)."""
         if self.coil_maps is None:
             dc = c.sum(dim=(-2, -1))[None]  # (1, R)
         else:
             dc = torch.einsum("cxy,rxy->cr", self.coil_maps, c)
-        return float(self.noise * (dc @ self.basis.T).abs().mean())
+        level = self.noise if noise is None else float(noise)
+        return float(level * (dc @ self.basis.T).abs().mean())
 
-    def make_pair(self, seed: int, slice_index: int, index_seed: int | None = None) -> dict[str, Any]:
+    def make_pair(
+        self, seed: int, slice_index: int, index_seed: int | None = None, noise: float | None = None
+    ) -> dict[str, Any]:
         """The (unpatched) pair of subject ``seed`` at template slice ``slice_index``.
 
-        ``index_seed`` seeds the k-space noise (default: ``seed``). Returns the normalised
+        ``index_seed`` seeds the k-space noise (default: ``seed``); ``noise`` is its relative
+        level (default: the dataset's ``noise``). Returns the normalised
         ``image``/``cond`` channels, ``scale`` and the complex ``reference``/``condition``
         before normalisation.
         """
-        maps = sample_subject_maps(seed, slice_index, self.matrix, self.split, self.augment)
+        recipe = None if is_validation_seed(seed) else self.recipe  # validation seeds: fixed recipe
+        maps, _ = protocol_slice_maps(
+            seed,
+            slice_index,
+            (self.matrix, self.matrix),
+            self.fov_mm,
+            self.split,
+            self.augment,
+            recipe=recipe,
+        )
         c = self.reference(maps)
         cond = self.toeplitz(c)
-        sigma = self.noise_sigma(c) if self.noise > 0 else 0.0
+        level = self.noise if noise is None else float(noise)
+        sigma = self.noise_sigma(c, level) if level > 0 else 0.0
         if sigma > 0:
             g = torch.Generator(device=self.device).manual_seed(
                 int(seed if index_seed is None else index_seed) % 2**63
@@ -334,14 +482,17 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         return {
             **normalised_pair(c, cond, self.quantile),
             "sigma": sigma,
+            "noise": level,
             "seed": int(seed),
             "slice_index": int(slice_index),
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         seed, z = self.item_phantom(int(index))
-        pair = self.make_pair(seed, z)
-        out = {k: pair[k] for k in ("image", "cond", "scale", "seed", "slice_index")}
+        pair = self.make_pair(seed, z, noise=self.item_noise(int(index)))
+        out = {
+            k: pair[k] for k in ("image", "cond", "scale", "seed", "slice_index")
+        }  # SubjectPairDataset's keys
         if self.patch_size is not None:
             p = self.patch_size
             rng = np.random.default_rng(

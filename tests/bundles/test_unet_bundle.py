@@ -147,6 +147,10 @@ def test_recipe_noise_range_and_init_from_keys(tiny_run, tmp_path):
     assert hp["data"]["recipe"] == recipe and hp["data"]["noise_range"] == [0.5, 5.0]
     assert hp["training"]["init_from"]["path"] == str(start) and hp["step"] == 2
     assert hp["data"]["channel_scale"] == load_weights(start)[1]["data"]["channel_scale"]
+    # the weights record their training protocol (checked at inference), as MRF-IDDPM's do
+    from mrf_monai.acquisition.protocol import Protocol
+
+    assert Protocol.from_dict(hp["data"]["protocol"]) == Protocol.default(20, 32, 64)
 
 
 def test_tiny_training_from_a_dataset_folder(tmp_path):

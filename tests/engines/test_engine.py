@@ -207,9 +207,13 @@ def test_init_from_for_the_unet_and_its_checks(tmp_path):
     # the subspace comparison behind the channel-scale choice
     basis = torch.eye(4, 2, dtype=torch.complex64)
     mine = {"rank": 2, "sequence_key": "k", "basis": basis}
-    assert same_subspace(mine, dict(mine)) == (True, [])
+    assert same_subspace(mine, {**mine, "basis": basis + 2e-5}) == (True, [])  # a rebuilt dictionary
     same, what = same_subspace(mine, {**mine, "basis": 1j * basis, "sequence_key": "other"})
-    assert not same and what == ["sequence k vs other", "basis"]
+    assert not same and what[0] == "sequence k vs other" and "other coordinates" in what[1]
+    shifted = torch.roll(basis, 2, dims=0)
+    assert same_subspace(mine, {**mine, "basis": shifted})[1] == [
+        "subspace (smallest principal cosine 0.0000)"
+    ]
 
 
 DDP_SCRIPT = """

@@ -176,3 +176,104 @@ def test_condition_with_coils_matches_the_raw_path(tmp_path, make_dataset, dicti
     assert float((pair["condition"] - gridded).norm() / gridded.norm()) < 0.02
     # the coil-combined reference is the single-coil one (maps normalised to sum |S|^2 = 1)
     assert torch.allclose(pair["reference"], ds.reference(sample_subject_maps(2, 74, MATRIX, "test")))
+
+
+def test_pairs_for_a_protocol_match_the_raw_path(tmp_path, dictionary, table_cache):
+    """protocol=: a radial protocol (4 spokes per frame, FOV 200 mm, 2 coils) sets the trajectory,
+    matrix, FOV and coils; the pair's condition is the gridding of simulate_subject's raw.h5."""
+    from mrf_monai.acquisition.protocol import Protocol
+    from mrf_monai.acquisition.trajectory import golden_angle_radial
+
+    traj, index = golden_angle_radial(N_FRAMES, 4, 64)
+    prot = Protocol(
+        dictionary.sequence,
+        traj.reshape(N_FRAMES, -1, 2),
+        4,
+        (32, 32),
+        (200.0, 200.0, 4.0),
+        2,
+        "radial",
+        index,
+    )
+    common = dict(split="test", length=2, table_step=0.03, noise=0.0, cache_dir=table_cache)
+    ds = SimulatedPairDataset(dictionary, protocol=prot, **common)
+    assert (ds.matrix, ds.n_coils, tuple(ds.traj.shape), ds.fov_mm) == (
+        32,
+        2,
+        (N_FRAMES, 256, 2),
+        prot.fov_mm,
+    )
+    d = simulate_subject(tmp_path, "5", seed=4, slices=[74], noise=0.0, protocol=prot)
+    raw = read_raw(d / "raw.h5")
+    t = torch.from_numpy(raw.traj[0])
+    op = SubspaceNufftOperator(
+        t, dictionary.basis, raw.matrix, coil_maps=ds.coil_maps, dcf=pipe_menon_dcf(t, raw.matrix)
+    )
+    gridded = op.grid(torch.from_numpy(raw.kspace[0]))
+    rel = float((ds.make_pair(4, 74)["condition"] - gridded).norm() / gridded.norm())
+    assert rel < 0.02, rel
+    assert ds[0]["image"].shape == (10, 32, 32)
+    # the protocol of a raw file, by path; coils overridden
+    by_path = SimulatedPairDataset(dictionary, protocol=d / "raw.h5", n_coils=1, **common)
+    assert torch.equal(by_path.traj, ds.traj) and by_path.n_coils == 1 and by_path.protocol == prot
+    with pytest.raises(ValueError, match="matrix = 48 contradicts the protocol's 32 x 32"):
+        SimulatedPairDataset(dictionary, protocol=prot, matrix=48, **common)
+    with pytest.raises(ValueError, match="differs from the dictionary's.*20 frames vs 40"):
+        short = prot.sequence.truncate(20)
+        SimulatedPairDataset(
+            dictionary, protocol=Protocol(short, prot.trajectory[:20], 4, (32, 32)), **common
+        )
+
+
+def test_recipe_reaches_the_phantom_and_noise_range_sets_each_items_level(make_dataset, dictionary):
+    """recipe=: the phantoms are the recipe's (as sample_subject_maps draws them); noise_range: a
+    per-item level, log-uniform in the range, from the item's own stream; defaults unchanged."""
+    from mrf_monai.phantoms.recipe import PhantomRecipe
+
+    wide = PhantomRecipe.wide()
+    ds = make_dataset(split="train", length=6, noise=4e-4, recipe=wide.to_dict(), noise_range=[0.5, 5.0])
+    assert ds.recipe == wide and ds.noise_range == (0.5, 5.0)  # a config's dict and list are accepted
+    seed, z = ds.item_phantom(2)
+    maps = sample_subject_maps(seed, z, MATRIX, "train", recipe=wide)
+    assert torch.equal(ds.make_pair(seed, z)["reference"], ds.reference(maps))
+    factors = [ds.item_noise(i) / ds.noise for i in range(6)]
+    assert all(0.5 <= f <= 5.0 for f in factors) and len(set(factors)) == 6
+    assert factors == [ds.item_noise(i) / ds.noise for i in range(6)]  # reproducible
+    item = ds[2]  # simulated at the item's level
+    assert torch.equal(item["cond"], ds.make_pair(seed, z, noise=ds.noise * factors[2])["cond"])
+    # sigma is linear in the level; the noise realisation is the item's, only scaled
+    p1, p3 = ds.make_pair(seed, z, noise=1e-3), ds.make_pair(seed, z, noise=3e-3)
+    assert p3["sigma"] == pytest.approx(3 * p1["sigma"], rel=1e-6)
+    clean = ds.make_pair(seed, z, noise=0.0)["condition"]
+    assert torch.allclose(p3["condition"] - clean, 3 * (p1["condition"] - clean), rtol=1e-3, atol=1e-6)
+    # today's world: PhantomRecipe() and no noise_range give exactly the default items
+    default, same = (
+        make_dataset(split="train", length=2, noise=4e-4),
+        make_dataset(split="train", length=2, noise=4e-4, recipe=PhantomRecipe()),
+    )
+    assert default.item_noise(1) == default.noise == 4e-4
+    assert torch.equal(default[1]["cond"], same[1]["cond"]) and torch.equal(
+        default[1]["image"], same[1]["image"]
+    )
+    with pytest.raises(ValueError, match="noise_range must be"):
+        make_dataset(noise_range=(0.0, 2.0))
+    with pytest.raises(ValueError, match="noise_range must be"):
+        make_dataset(noise_range=(3.0, 2.0))
+    with pytest.raises(ValueError, match="unknown phantom recipe key"):
+        make_dataset(recipe={"synthetic_share": 0.5})
+
+
+def test_reserved_validation_seeds_are_refused_for_training(make_dataset):
+    """Dataset seeds 2**20.. hold the OOD validation subjects: refused for training (also a length that
+    reaches them), drawn with their validation kind's fixed recipe for split="val"."""
+    from mrf_monai.phantoms.recipe import VALIDATION_SEED_START
+
+    with pytest.raises(ValueError, match="reserved"):
+        make_dataset(split="train", seed=2**20)
+    with pytest.raises(ValueError, match="reserved"):
+        make_dataset(split="train", seed=2**20 - 1, length=2**32 + 1)
+    val = make_dataset(split="val", seed=2**20, length=1)
+    seed, z = val.item_phantom(0)
+    assert seed == VALIDATION_SEED_START  # validation subject 0 of the "deformed" kind
+    deformed = sample_subject_maps(seed, z, MATRIX, "val")  # the kind's fixed recipe
+    assert torch.equal(val.make_pair(seed, z)["reference"], val.reference(deformed))

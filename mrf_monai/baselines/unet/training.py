@@ -46,7 +46,8 @@ class UNetTrainer(Trainer):
             (``train_transforms``, ``max_steps``, ``batch_size``, ``lr_warmup_steps``, ``grad_clip``,
             ``amp``, ``amp_dtype``, ``max_time_s``, ``checkpoint_every``, ``resume``,
             ``val_dataset``, ``val_every``, ``dictionary``, ``sequence``, ``model_path``,
-            ``channel_scale``, ...). Validation uses the whole slice unless ``val_roi`` is set.
+            ``channel_scale``, ``init_from`` (fine-tuning from exported U-Net weights), ...).
+            Validation uses the whole slice unless ``val_roi`` is set.
 
     The sequence and the training basis (the dataset's, else the dictionary's) are stored with
     the weights so that inference refuses other data.
