@@ -38,11 +38,15 @@ __all__ = [
     "estimate_coil_maps_walsh",
     "estimate_coil_maps_inati",
     "simulate_coil_maps",
+    "realistic_noise_covariance",
     "combine_coils",
+    "COIL_LAYOUTS",
 ]
 
 #: Names accepted by :func:`estimate_coil_maps` (and by the gridder's ``coil_maps`` option).
 COIL_MAP_METHODS = ("walsh", "inati")
+#: Coil layouts of :func:`simulate_coil_maps`.
+COIL_LAYOUTS = ("ring", "two-rings")
 
 
 def _as_coil_images(images: torch.Tensor | np.ndarray, kernel_size: int) -> torch.Tensor:
@@ -185,15 +189,19 @@ def simulate_coil_maps(
     phase_offset_rad: float = 0.0,
     normalize: bool = True,
     device: torch.device | str | None = None,
+    layout: str = "ring",
 ) -> torch.Tensor:
     """Smooth receive sensitivities of ``n_coils`` long wires around the object (Biot-Savart).
 
-    Coil ``c`` is a straight conductor along the slice normal at angle ``2 pi c / C`` on a
-    circle of radius ``coil_radius`` (units of half the field of view). The in-plane field of
-    a wire is perpendicular to the offset and falls off as ``1/r``; its receive sensitivity
-    ``B_x - 1j B_y`` is ``1 / (dx + 1j dy)`` with ``(dx, dy)`` the offset from the wire in
-    half-FOV units (``x`` along axis -2, ``y`` along axis -1). Each coil gets an extra
-    constant phase ``phase_offset_rad * c``.
+    ``layout="ring"``: coil ``c`` is a straight conductor along the slice normal at angle
+    ``2 pi c / C`` on a circle of radius ``coil_radius`` (units of half the field of view).
+    ``layout="two-rings"``: a two-row head array seen from one slice: the even coils lie on
+    that circle (the row of the slice), the odd coils, rotated by half a step, on a circle
+    1.4 times larger (the neighbouring row: broader, weaker sensitivities, more overlap).
+    The in-plane field of a wire is perpendicular to the offset and falls off as ``1/r``; its
+    receive sensitivity ``B_x - 1j B_y`` is ``1 / (dx + 1j dy)`` with ``(dx, dy)`` the offset
+    from the wire in half-FOV units (``x`` along axis -2, ``y`` along axis -1). Each coil gets
+    an extra constant phase ``phase_offset_rad * c``.
 
     Returns:
         ``(C, Nx, Ny)`` complex64; with ``normalize`` scaled so ``sum_c |S_c|^2 = 1``.
@@ -204,15 +212,58 @@ def simulate_coil_maps(
         raise ValueError(
             f"coil_radius must exceed 1 (wires outside the inscribed circle of the FOV), got {coil_radius}."
         )
+    if layout not in COIL_LAYOUTS:
+        raise ValueError(f"unknown coil layout {layout!r}; choose one of {', '.join(COIL_LAYOUTS)}")
     nx, ny = int(image_shape[0]), int(image_shape[1])
     xs = (torch.arange(nx, dtype=torch.float64, device=device) - nx // 2) / (nx / 2)
     ys = (torch.arange(ny, dtype=torch.float64, device=device) - ny // 2) / (ny / 2)
     z = torch.complex(xs[:, None].expand(nx, ny), ys[None, :].expand(nx, ny))
-    angles = 2 * math.pi * torch.arange(n_coils, dtype=torch.float64, device=device) / n_coils
-    zc = coil_radius * torch.exp(1j * angles)
+    index = torch.arange(n_coils, dtype=torch.float64, device=device)
+    angles = 2 * math.pi * index / n_coils
+    radius = torch.full_like(index, float(coil_radius))
+    if layout == "two-rings":
+        odd = (index % 2) == 1
+        angles = torch.where(odd, angles + math.pi / n_coils, angles)
+        radius = torch.where(odd, 1.4 * radius, radius)
+    zc = radius * torch.exp(1j * angles)
     maps = torch.exp(1j * phase_offset_rad * torch.arange(n_coils, device=device))[:, None, None] / (
         z[None] - zc[:, None, None]
     )
     if normalize:
         maps = maps / maps.abs().pow(2).sum(0, keepdim=True).sqrt()
     return maps.to(torch.complex64)
+
+
+def realistic_noise_covariance(
+    n_coils: int,
+    seed: int = 0,
+    neighbour_correlation: float = 0.3,
+    variance_range: tuple[float, float] = (0.7, 1.3),
+) -> torch.Tensor:
+    """A receive array's noise covariance ``(C, C)`` complex128 for simulations and benchmarks.
+
+    A ring array: correlation ``neighbour_correlation`` between neighbouring channels, decaying
+    as its power with the ring distance, plus a small random Hermitian component (mutual
+    inductance and shared preamplifier noise do not follow the geometry exactly), renormalised
+    to unit diagonal; channel variances drawn uniformly from ``variance_range``. Positive
+    definite; reproducible from ``seed`` (a ``torch.Generator``). Typical of head arrays,
+    whose measured neighbour correlations are 0.1-0.4 (Roemer et al., MRM 1990).
+    """
+    if n_coils < 1:
+        raise ValueError(f"n_coils must be >= 1, got {n_coils}.")
+    if not 0 <= neighbour_correlation < 1:
+        raise ValueError(f"neighbour_correlation must lie in [0, 1), got {neighbour_correlation}")
+    lo, hi = float(variance_range[0]), float(variance_range[1])
+    if not 0 < lo <= hi:
+        raise ValueError(f"variance_range must be two positive numbers (low, high), got {variance_range}")
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.arange(n_coils, dtype=torch.float64)
+    dist = (idx[:, None] - idx[None, :]).abs()
+    dist = torch.minimum(dist, n_coils - dist)
+    corr = (neighbour_correlation ** dist.clamp(min=0)).to(torch.complex128)
+    a = torch.randn(n_coils, n_coils, dtype=torch.complex128, generator=g) * 0.1
+    corr = corr + a @ a.mH
+    d = torch.diagonal(corr).real.sqrt()
+    corr = corr / (d[:, None] * d[None, :])
+    var = lo + (hi - lo) * torch.rand(n_coils, dtype=torch.float64, generator=g)
+    return corr * (var[:, None] * var[None, :]).sqrt()

@@ -35,10 +35,19 @@ parts have unit variance each), the whitened complex noise here has ``E|n|^2 = 1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import torch
 
-__all__ = ["NoiseCovarianceError", "estimate_noise_covariance", "whitening_matrix", "prewhiten"]
+__all__ = [
+    "NoiseCovarianceError",
+    "NoiseScan",
+    "estimate_noise_covariance",
+    "whitening_matrix",
+    "prewhiten",
+]
 
 #: A channel whose noise variance is below this fraction of the median channel's is "dead".
 _DEAD_FRACTION = 1e-6
@@ -172,3 +181,73 @@ def prewhiten(kspace: torch.Tensor | np.ndarray, whitening: torch.Tensor | np.nd
     k = k.to(torch.complex64)
     w = w.to(device=k.device, dtype=torch.complex64)
     return (w @ k.reshape(k.shape[0], -1)).reshape(k.shape)
+
+
+@dataclass(frozen=True)
+class NoiseScan:
+    """The noise-only samples of one raw file and the sampling facts that whitening needs.
+
+    Attributes:
+        samples: ``(C, M)`` complex noise samples per channel (``RawSubject.noise``).
+        dwell_us: dwell time of the noise scan (its acquisitions' ``sample_time_us``), or ``None``.
+        data_dwell_us: dwell time of the imaging readouts, or ``None``.
+        relative_bandwidth: the header's ``relativeReceiverNoiseBandwidth``, or ``None`` (1).
+    """
+
+    samples: torch.Tensor | np.ndarray
+    dwell_us: float | None = None
+    data_dwell_us: float | None = None
+    relative_bandwidth: float | None = None
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> NoiseScan | None:
+        """The noise scan of a ``RawSubject`` (``None`` when its file has none)."""
+        noise = getattr(raw, "noise", None)
+        if noise is None or int(np.shape(noise)[-1]) == 0:
+            return None
+        return cls(
+            noise,
+            getattr(raw, "noise_dwell_us", None),
+            getattr(raw, "dwell_us", None),
+            getattr(raw, "relative_noise_bandwidth", None),
+        )
+
+    @property
+    def n_channels(self) -> int:
+        return int(np.shape(self.samples)[0])
+
+    @property
+    def n_samples(self) -> int:
+        """Noise samples per channel."""
+        return int(np.prod(np.shape(self.samples)[1:]))
+
+    @property
+    def dwell_times_known(self) -> bool:
+        """Both dwell times are known (else they are taken as equal, see the module docs)."""
+        return self.dwell_us is not None and self.data_dwell_us is not None
+
+    @property
+    def bandwidth_scale(self) -> float:
+        """``(data_dwell / noise_dwell) * relative_bandwidth``: the factor :func:`whitening_matrix`
+        applies to ``W`` squared (1 when the dwell times are unknown and no bandwidth is given)."""
+        scale = 1.0 if self.relative_bandwidth is None else float(self.relative_bandwidth)
+        if self.dwell_times_known:
+            scale *= float(self.data_dwell_us) / float(self.dwell_us)
+        return scale
+
+    def whitening(self) -> torch.Tensor:
+        """``(C, C)`` whitening matrix of the imaging data's noise (:func:`whitening_matrix` of the
+        scan's covariance, with the dwell-time and bandwidth scaling when the dwell times are known).
+
+        Raises:
+            NoiseCovarianceError: see :func:`whitening_matrix`.
+        """
+        known = self.dwell_times_known
+        return whitening_matrix(
+            estimate_noise_covariance(self.samples),
+            noise_dwell_us=self.dwell_us if known else None,
+            data_dwell_us=self.data_dwell_us if known else None,
+            relative_noise_bandwidth=1.0
+            if self.relative_bandwidth is None
+            else float(self.relative_bandwidth),
+        )

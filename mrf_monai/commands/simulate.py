@@ -34,6 +34,30 @@ def _non_negative_float(text: str) -> float:
     return v
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from err
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    return v
+
+
+def _b1_field(text: str) -> float | str:
+    if text == "random":
+        return text
+    try:
+        v = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected an amplitude in [0, 1) (e.g. 0.15 for B1 = 1 +- 0.15) or 'random', got {text!r}"
+        ) from err
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"the B1 amplitude must lie in [0, 1), got {v}")
+    return v
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``simulate`` sub-command to ``subparsers``."""
     from ..io.trajectory_file import TRAJECTORY_UNITS
@@ -87,6 +111,53 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         type=_non_negative_float,
         default=DEFAULT_NOISE,
         help=f"noise sigma as a fraction of the mean |k-space centre| (default {DEFAULT_NOISE})",
+    )
+    p.add_argument(
+        "--coil-layout",
+        choices=("ring", "two-rings"),
+        default="ring",
+        help="receive-array layout of the simulated coils (default ring; two-rings: a two-row head "
+        "array seen from one slice)",
+    )
+    p.add_argument(
+        "--noise-covariance",
+        default="white",
+        metavar="white|realistic|FILE.npy",
+        help="channel noise covariance (default white; realistic: neighbour correlation 0.3, variances "
+        "0.7-1.3, per subject; or a (C, C) complex .npy matrix)",
+    )
+    p.add_argument(
+        "--noise-scan",
+        type=int,
+        default=0,
+        metavar="SAMPLES",
+        help="write a noise scan (ISMRMRD noise acquisitions) of SAMPLES samples per channel into raw.h5 "
+        "(default 0: none); the subject then has one noise level for all slices",
+    )
+    p.add_argument(
+        "--dwell-us",
+        type=_positive_float,
+        default=None,
+        help="imaging dwell time written to raw.h5 (default none, 2.5 us with --noise-scan)",
+    )
+    p.add_argument(
+        "--noise-dwell-us",
+        type=_positive_float,
+        default=None,
+        help="dwell time of the noise scan (default --dwell-us); its noise power scales with the ratio",
+    )
+    p.add_argument(
+        "--b1-field",
+        type=_b1_field,
+        default=None,
+        metavar="AMPLITUDE|random",
+        help="a smooth centre-bright B1+ field 1 +- AMPLITUDE over the brain (or 'random': 0.10-0.25 per "
+        "subject); written to ref/sub-<label>_TB1map.nii.gz (default: nominal flip angles)",
+    )
+    p.add_argument(
+        "--write-b1-map",
+        action="store_true",
+        help="also write the B1+ field to b1/sub-<label>_TB1map.nii.gz (the map reconstructions read)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the first subject (default 0)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test", help="phantom split")
@@ -224,6 +295,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         protocol = build_protocol(args)
+        covariance = _noise_covariance(args.noise_covariance)
+        if args.noise_scan < 0:
+            raise ValueError(f"--noise-scan must be >= 0 samples, got {args.noise_scan}")
+        if args.write_b1_map and args.b1_field is None:
+            raise ValueError("--write-b1-map needs a field: give --b1-field AMPLITUDE or --b1-field random")
     except (ValueError, OSError) as err:
         print(f"mrf-monai simulate: error: {err}", file=sys.stderr)
         return 2
@@ -246,6 +322,13 @@ def run(args: argparse.Namespace) -> int:
                 augment=not args.no_augment,
                 device=args.device,
                 protocol=protocol,
+                coil_layout=args.coil_layout,
+                noise_covariance=covariance,
+                noise_scan_samples=args.noise_scan,
+                dwell_us=args.dwell_us,
+                noise_dwell_us=args.noise_dwell_us,
+                b1=args.b1_field,
+                write_b1_map=args.write_b1_map,
             )
         card = {
             "software": f"mrf_monai {__version__}",
@@ -266,6 +349,7 @@ def run(args: argparse.Namespace) -> int:
             "protocol_source": args.protocol,
             "trajectory_file": args.trajectory,
             "augment": not args.no_augment,
+            **_scanner_entries(args),
             "description": "Simulated FISP-MRF brain subjects (MNI152 anatomy, 3 T tissue values); "
             "each subject's sim.json says how it was made. See docs/simulation.md.",
         }
@@ -276,3 +360,34 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"wrote {len(labels)} subject(s) to {out} in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _noise_covariance(spec: str):
+    """``--noise-covariance``: a name, or a ``(C, C)`` matrix read from a ``.npy`` file."""
+    if spec in ("white", "realistic"):
+        return spec
+    import numpy as np
+
+    try:
+        return np.load(spec)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"--noise-covariance {spec}: neither 'white', 'realistic' nor a readable .npy matrix ({err})"
+        ) from err
+
+
+def _scanner_entries(args: argparse.Namespace) -> dict:
+    """The dataset card's entries of the scanner options that were used (none by default)."""
+    out: dict = {}
+    if args.coil_layout != "ring":
+        out["coil_layout"] = args.coil_layout
+    if args.noise_covariance != "white":
+        out["noise_covariance"] = args.noise_covariance
+    if args.noise_scan:
+        out["noise_scan_samples"] = args.noise_scan
+    if args.dwell_us is not None or args.noise_dwell_us is not None:
+        out["dwell_us"], out["noise_dwell_us"] = args.dwell_us, args.noise_dwell_us
+    if args.b1_field is not None:
+        out["b1_field"] = args.b1_field
+        out["b1_map_written"] = bool(args.write_b1_map)
+    return out

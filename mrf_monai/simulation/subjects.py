@@ -21,6 +21,14 @@ the FISP-MRF protocol:
    (``s(0) = sum_ij S_coil m_t``, the data contract's model at k = 0). See
    :data:`DEFAULT_NOISE` and ``docs/simulation.md`` for the image-domain SNR this gives.
 
+Scanner conditions, when asked (:mod:`mrf_monai.simulation.scanner`; the defaults give the
+subjects of earlier versions bit for bit): correlated channel noise (``noise_covariance``,
+``E[n n^H] = sigma^2 Psi``), a coil layout (``coil_layout``), a noise scan in ``raw.h5``
+(``noise_scan_samples`` noise-only samples per channel, ISMRMRD flag 19, with the dwell times)
+and a smooth B1+ field (``b1``): every voxel's EPG then uses its flip angles times its B1, and the
+field is written to ``ref/sub-<label>_TB1map.nii.gz`` (and with ``write_b1_map`` to
+``b1/sub-<label>_TB1map.nii.gz``, the map a reconstruction reads; data contract section 5).
+
 The subject folder (data contract, section 1) holds ``raw.h5`` (ISMRMRD, written by
 :func:`mrf_monai.io.ismrmrd.write_raw`), ``ref/`` (T1 and T2 in seconds, PD magnitude and
 the uint8 brain mask, written by :func:`mrf_monai.io.subjects.write_reference`, plus the
@@ -46,7 +54,6 @@ does not write are kept.
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shutil
 from collections.abc import Sequence
@@ -60,6 +67,7 @@ from mrf_monai.acquisition.coils import simulate_coil_maps
 from mrf_monai.acquisition.nufft import Nufft2D
 from mrf_monai.acquisition.protocol import Protocol
 from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
+from mrf_monai.io import b1 as b1_io
 from mrf_monai.io.atomic import atomic_write
 from mrf_monai.io.folders import publish_folder, temporary_folder
 from mrf_monai.io.ismrmrd import RawSubject, write_raw
@@ -69,6 +77,8 @@ from mrf_monai.phantoms.augment import BAND_PERIOD, SLICE_RANGE, split_slices, s
 from mrf_monai.phantoms.world import world_to_dict
 from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.physics.sequence import MRFSequence, fisp_mrf_jiang2015
+
+from .scanner import ScannerConditions
 
 __all__ = [
     "DEFAULT_NOISE",
@@ -94,7 +104,7 @@ SLICE_THICKNESS_MM = 5.0
 #: Proton gyromagnetic ratio / (2 pi), Hz per tesla.
 GYROMAGNETIC_HZ_PER_T = 42.577478e6
 #: What the simulator writes into a subject folder (replaced on a re-run; anything else is kept).
-SUBJECT_OUTPUTS = ("raw.h5", "ref", "sim.json")
+SUBJECT_OUTPUTS = ("raw.h5", "ref", "sim.json", "b1")
 
 
 def choose_slices(seed: int, split: str, n_slices: int) -> np.ndarray:
@@ -131,6 +141,7 @@ def simulate_time_series(
     pd: torch.Tensor | np.ndarray,
     sequence: MRFSequence,
     device: torch.device | str = "cpu",
+    b1: torch.Tensor | np.ndarray | None = None,
 ) -> torch.Tensor:
     """Exact EPG time series of a parameter map: ``(T, Nx, Ny)`` complex64.
 
@@ -139,6 +150,8 @@ def simulate_time_series(
         pd: ``(Nx, Ny)`` complex proton density; voxels with ``pd == 0`` are not simulated.
         sequence: the MRF sequence (T frames).
         device: where the EPG runs.
+        b1: optional ``(Nx, Ny)`` relative transmit field: each voxel's flip angles are scaled
+            by its B1 (``None``: the nominal flip angles).
     """
     t1 = torch.as_tensor(np.asarray(t1_s) if not isinstance(t1_s, torch.Tensor) else t1_s).to(
         device, torch.float32
@@ -156,9 +169,18 @@ def simulate_time_series(
     sel = p.abs() > 0
     if bool(((t1[sel] <= 0) | (t2[sel] <= 0)).any()):
         raise ValueError("T1 and T2 must be positive wherever PD is non-zero")
+    b1_t = None
+    if b1 is not None:
+        b1_t = torch.as_tensor(np.asarray(b1) if not isinstance(b1, torch.Tensor) else b1).to(
+            device, torch.float32
+        )
+        if b1_t.shape != t1.shape:
+            raise ValueError(f"b1 must be an (Nx, Ny) map like t1_s, got {tuple(b1_t.shape)}")
+        if bool((~torch.isfinite(b1_t[sel]) | (b1_t[sel] <= 0)).any()):
+            raise ValueError("B1 must be a positive finite relative field wherever PD is non-zero")
     x = torch.zeros(sequence.n_frames, *t1.shape, dtype=torch.complex64, device=device)
     if bool(sel.any()):
-        sig = simulate_fisp(t1[sel], t2[sel], sequence)  # (N, T)
+        sig = simulate_fisp(t1[sel], t2[sel], sequence, b1=None if b1_t is None else b1_t[sel])  # (N, T)
         x[:, sel] = (sig * p[sel][:, None]).T
     return x
 
@@ -358,6 +380,14 @@ def simulate_subject(
     augment: bool = True,
     device: torch.device | str = "cpu",
     protocol: Protocol | None = None,
+    coil_layout: str = "ring",
+    noise_covariance: str | np.ndarray | None = None,
+    noise_scan_samples: int = 0,
+    dwell_us: float | None = None,
+    noise_dwell_us: float | None = None,
+    relative_noise_bandwidth: float | None = None,
+    b1: float | str | None = None,
+    write_b1_map: bool = False,
 ) -> Path:
     """Simulate one subject and write its folder ``out_dir/sub-<label>`` (data contract).
 
@@ -382,6 +412,24 @@ def simulate_subject(
             readouts per frame), matrix, FOV and coils (:func:`subject_protocol`: ``n_coils``
             overrides its coils; ``n_frames``, ``matrix``, ``n_samples`` and ``sequence`` must
             be left out or agree).
+        coil_layout: ``"ring"`` or ``"two-rings"``
+            (:func:`~mrf_monai.acquisition.coils.simulate_coil_maps`).
+        noise_covariance: channel noise covariance: ``None`` / ``"white"``, ``"realistic"``
+            (:func:`~mrf_monai.acquisition.coils.realistic_noise_covariance` of the subject's
+            seed) or a ``(C, C)`` matrix (:mod:`mrf_monai.simulation.scanner`).
+        noise_scan_samples: noise-only samples per channel of a noise scan written to
+            ``raw.h5`` (0: none). With a noise scan the subject has one noise level, the mean
+            of its slices' ``sigma``.
+        dwell_us: imaging dwell time written to ``raw.h5`` (default none, or
+            :data:`~mrf_monai.simulation.scanner.DEFAULT_DWELL_US` with a noise scan).
+        noise_dwell_us: dwell time of the noise scan (default ``dwell_us``); its noise power
+            scales with ``dwell_us / noise_dwell_us``.
+        relative_noise_bandwidth: the receiver's relative noise bandwidth written to the header
+            (scales the noise scan's power too); default none (1).
+        b1: a B1+ field: its amplitude ``a`` (B1 = 1 +- a over the brain) or ``"random"``
+            (drawn per subject from 0.10-0.25); ``None``: nominal flip angles everywhere.
+        write_b1_map: also write the field to ``b1/sub-<label>_TB1map.nii.gz`` (the map that
+            reconstructions read); it is always written to ``ref/`` when there is a field.
 
     Returns:
         the subject folder.
@@ -396,20 +444,32 @@ def simulate_subject(
         np.asarray(slices, dtype=np.int64) if slices is not None else choose_slices(seed, split, n_slices)
     )
     traj = prot.trajectory
-    maps_c = None if n_c == 1 else simulate_coil_maps(n_c, (nx, ny), device=device)
+    maps_c = None if n_c == 1 else simulate_coil_maps(n_c, (nx, ny), device=device, layout=coil_layout)
     params = sample_subject_parameters(seed, split, augment)
     rng = subject_generator(seed, split, 3)
+    scanner = ScannerConditions.create(
+        seed,
+        split,
+        n_c,
+        coil_layout,
+        noise_covariance,
+        noise_scan_samples,
+        dwell_us,
+        noise_dwell_us,
+        relative_noise_bandwidth,
+        b1,
+    )
 
     kspace = np.empty((len(z_list), n_c, prot.n_frames, prot.n_samples), dtype=np.complex64)
     t1m, t2m, pdm, phasem, maskm, sigmas, positions = [], [], [], [], [], [], []
     for s, z in enumerate(z_list):
         maps, m = protocol_slice_maps(seed, int(z), (nx, ny), prot.fov_mm, split, augment, parameters=params)
-        x = simulate_time_series(maps["t1_s"], maps["t2_s"], maps["pd"], seq, device)
+        field = scanner.slice_b1(maps["mask"], float(slice_position_mm(int(z), m)[2]))
+        x = simulate_time_series(maps["t1_s"], maps["t2_s"], maps["pd"], seq, device, b1=field)
         k = simulate_kspace(x, traj, maps_c)
         sigma = noise_sigma(x, maps_c, noise)
-        if sigma > 0:
-            n = rng.standard_normal((2, *k.shape), dtype=np.float32) * np.float32(sigma / math.sqrt(2.0))
-            k = k + torch.from_numpy(n[0] + 1j * n[1])
+        if sigma > 0 and not scanner.noise_per_subject:
+            k = k + torch.from_numpy(scanner.slice_noise(rng, tuple(k.shape), sigma))
         kspace[s] = k.numpy()
         sigmas.append(sigma)
         t1m.append(maps["t1_s"])
@@ -421,6 +481,7 @@ def simulate_subject(
         del x, k
 
     n_sl = len(z_list)
+    noise_fields = scanner.finish(kspace, sigmas, rng)  # with a noise scan: one sigma per subject
     raw = RawSubject(
         kspace=kspace,
         traj=np.broadcast_to(traj, (n_sl, *traj.shape)).copy(),
@@ -432,6 +493,7 @@ def simulate_subject(
         larmor_hz=GYROMAGNETIC_HZ_PER_T * FIELD_STRENGTH_T,
         readouts_per_frame=prot.readouts_per_frame,
         trajectory_type=prot.trajectory_type,
+        **noise_fields,
     )
     card = {
         "software": f"mrf_monai {__version__}",
@@ -476,6 +538,7 @@ def simulate_subject(
         # the phantom-world draw (validation seeds; None for today's phantoms)
         "phantom_world": world_to_dict(params.world),
     }
+    card.update(scanner.card(maskm, write_b1_map))
     subject_dir = Path(out_dir) / f"sub-{label}"
     tmp = temporary_folder(subject_dir)  # published only when complete
     try:
@@ -490,6 +553,11 @@ def simulate_subject(
             raw.affine(),  # the geometry inference writes its maps with
             pd_phase_rad=np.stack(phasem, axis=-1),
         )
+        if scanner.b1_maps:
+            field = np.stack(scanner.b1_maps, axis=-1)
+            b1_io.write_b1_map(b1_io.reference_b1_path(tmp, label), field, raw.affine())
+            if write_b1_map:
+                b1_io.write_b1_map(b1_io.b1_map_path(tmp, label), field, raw.affine())
         with atomic_write(tmp / "sim.json") as f:
             f.write_text(json.dumps(card, indent=2))
         publish_folder(tmp, subject_dir, owned=SUBJECT_OUTPUTS)

@@ -37,7 +37,8 @@ _EXPORTS = {
     "dictionary": ("DictionaryProvider", "AttachDictionaryd"),
     "samples": ("SampleMeand", "SampleStdMapsd"),
     "protocol": ("CheckProtocold",),
-    "gridding": ("GridSubspace", "GridSubspaced"),
+    "gridding": ("GridSubspace", "GridSubspaced", "merge_acquisition_info"),
+    "b1": ("LoadB1Map", "LoadB1Mapd", "MatchedB1d"),
     "matching": ("DictionaryMatch", "DictionaryMatchd"),
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -50,7 +50,9 @@ def test_reproduces_the_previous_data_consistency_step():
 
 def test_front_end_rebuilds_the_saved_problem():
     ref = reference()
-    p = SubspaceGridder().problem(ref["kspace"], ref["traj"], ref["basis"], tuple(ref["grid"].shape[-2:]))
+    p = SubspaceGridder(coil_maps="walsh").problem(  # the reference was made with Walsh maps
+        ref["kspace"], ref["traj"], ref["basis"], tuple(ref["grid"].shape[-2:])
+    )
     close_to(p.grid, ref["grid"])
     close_to(p.normal.kernel_hat, ref["kernel_hat"])
     close_to(p.coil_maps, ref["coil_maps"])
