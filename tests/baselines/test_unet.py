@@ -245,7 +245,7 @@ def test_bundle_inference_normalises_and_checks_compatibility(tmp_path):
     raw_other = dataclasses.replace(raw, sequence=dataclasses.replace(raw.sequence, te_ms=1.5))
     with pytest.raises(ValueError, match="another"):
         _tsmi(runner, raw_other, d)
-    with pytest.raises(ValueError, match="missing.json"):
+    with pytest.raises(ValueError, match="missing.pt.*does not exist"):
         _bundle_runner(tmp_path / "x", tmp_path / "missing.pt", d, raw)
 
 
