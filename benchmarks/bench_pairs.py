@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--matrix", type=int, default=230)
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--samples", type=int, default=920)
+    parser.add_argument("--samples", type=int, default=920, help="samples per readout (spiral interleaf)")
     parser.add_argument("--rank", type=int, default=5)
     parser.add_argument("--table-step", type=float, default=0.01)
     parser.add_argument("--cache-dir", default=None)
@@ -56,7 +56,7 @@ def main() -> None:
     ds = SimulatedPairDataset(
         d,
         matrix=args.matrix,
-        n_samples=args.samples,
+        samples_per_readout=args.samples,
         split="train",
         length=10**6,
         device=dev,

@@ -66,7 +66,7 @@ def simulate(out: Path, case: str, seeds=SEEDS, matrix: int = 230, n_t: int = 20
         n_s = 4 * matrix
         common = dict(seed=seed, n_slices=1, split="test", noise_scan_samples=4096)
         if case == "b1-full":
-            prot0 = subject_protocol(n_frames=n_t, matrix=matrix, n_samples=n_s)
+            prot0 = subject_protocol(n_frames=n_t, matrix=matrix, samples_per_readout=n_s)
             traj = fully_sampled_spiral(n_t, matrix, n_s)
             n_r = traj.shape[1] // n_s
             prot = Protocol(prot0.sequence, traj, n_r, (matrix, matrix), prot0.fov_mm, 8, "spiral")
@@ -78,7 +78,7 @@ def simulate(out: Path, case: str, seeds=SEEDS, matrix: int = 230, n_t: int = 20
         else:
             kw = dict(n_coils=16, noise_covariance="realistic")
         if case != "b1-full":
-            kw.update(n_frames=n_t, matrix=matrix, n_samples=n_s)
+            kw.update(n_frames=n_t, matrix=matrix, samples_per_readout=n_s)
         t0 = time.perf_counter()
         folders.append(simulate_subject(out / "data", label, **common, **kw))
         print(f"simulated {folders[-1].name} in {time.perf_counter() - t0:.0f} s", flush=True)

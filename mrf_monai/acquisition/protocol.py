@@ -159,15 +159,16 @@ class Protocol:
 
     @classmethod
     def default(
-        cls, n_frames: int = 200, matrix: int = 230, n_samples: int = 920, n_coils: int = 1
+        cls, n_frames: int = 200, matrix: int = 230, samples_per_readout: int = 920, n_coils: int = 1
     ) -> Protocol:
         """The built-in protocol: FISP-MRF (Jiang 2015 schedule) truncated to ``n_frames``, one
-        golden-angle variable-density spiral interleaf per frame, FOV 230 mm, 5 mm slices."""
+        golden-angle variable-density spiral interleaf of ``samples_per_readout`` samples per
+        frame, FOV 230 mm, 5 mm slices."""
         from mrf_monai.physics.sequence import fisp_mrf_jiang2015
 
         from .trajectory import mrf_spiral_trajectory
 
-        traj, index = mrf_spiral_trajectory(n_frames, matrix, n_samples)
+        traj, index = mrf_spiral_trajectory(n_frames, matrix, samples_per_readout)
         return cls(
             fisp_mrf_jiang2015(1000).truncate(n_frames),
             traj,
@@ -198,6 +199,7 @@ class Protocol:
 
     @property
     def samples_per_readout(self) -> int:
+        """Samples ``S`` of one readout."""
         return self.n_samples // self.readouts_per_frame
 
     @property

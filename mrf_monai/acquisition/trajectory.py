@@ -13,8 +13,8 @@ neighbouring turns of the union of all interleaves at ``|k| = k_max`` is ``1 / m
 
     theta_max = 2 pi alpha k_max matrix / n_interleaves_full.
 
-The ``n_samples`` readout samples are placed at equal arc length along the curve (a
-gradient-amplitude-limited readout; slew-rate limits near the centre are ignored, which is
+The ``samples_per_readout`` samples of the readout are placed at equal arc length along the
+curve (a gradient-amplitude-limited readout; slew-rate limits near the centre are ignored, which is
 harmless for a reconstruction reference). By default ``n_interleaves_full`` is the smallest
 number for which that arc-length spacing is at most ``1 / matrix`` too, i.e. the readout
 itself is Nyquist sampled.
@@ -64,17 +64,17 @@ def _spiral_arc(matrix: int, n_interleaves_full: int, vd_exponent: float, n_dens
     return theta, r, arc
 
 
-def default_n_interleaves_full(matrix: int, n_samples: int, vd_exponent: float = 1.5) -> int:
+def default_n_interleaves_full(matrix: int, samples_per_readout: int, vd_exponent: float = 1.5) -> int:
     """Smallest interleaf count whose design has a Nyquist-sampled readout.
 
-    The arc-length spacing of ``n_samples`` samples along one interleaf is at most
+    The arc-length spacing of ``samples_per_readout`` samples along one interleaf is at most
     ``1 / matrix`` cycles per pixel for the returned number of interleaves.
     """
     lo, hi = 1, 4 * matrix
     while lo < hi:
         mid = (lo + hi) // 2
         _, _, arc = _spiral_arc(matrix, mid, vd_exponent, n_dense=4000)
-        if arc[-1] / (n_samples - 1) <= 1.0 / matrix:
+        if arc[-1] / (samples_per_readout - 1) <= 1.0 / matrix:
             hi = mid
         else:
             lo = mid + 1
@@ -83,7 +83,7 @@ def default_n_interleaves_full(matrix: int, n_samples: int, vd_exponent: float =
 
 def spiral_interleaf(
     matrix: int = 230,
-    n_samples: int = 920,
+    samples_per_readout: int = 920,
     n_interleaves_full: int | None = None,
     vd_exponent: float = 1.5,
 ) -> np.ndarray:
@@ -91,25 +91,25 @@ def spiral_interleaf(
 
     Args:
         matrix: image matrix size N (the field of view is N pixels).
-        n_samples: readout samples per interleaf.
+        samples_per_readout: readout samples S per interleaf.
         n_interleaves_full: interleaves needed for Nyquist sampling at the k-space edge
             (``None``: :func:`default_n_interleaves_full`).
         vd_exponent: variable-density exponent ``alpha`` (1 = Archimedean; > 1 denser centre).
 
     Returns:
-        ``(n_samples, 2)`` float32 ``(kx, ky)`` in cycles per pixel, from the centre to
-        ``|k| = 0.5``.
+        ``(samples_per_readout, 2)`` float32 ``(kx, ky)`` in cycles per pixel, from the centre
+        to ``|k| = 0.5``.
     """
-    if matrix < 2 or n_samples < 2:
-        raise ValueError(f"matrix and n_samples must be >= 2, got {matrix}, {n_samples}.")
+    if matrix < 2 or samples_per_readout < 2:
+        raise ValueError(f"matrix and samples_per_readout must be >= 2, got {matrix}, {samples_per_readout}.")
     if vd_exponent < 1.0:
         raise ValueError(f"vd_exponent must be >= 1 (1 = uniform density), got {vd_exponent}.")
     if n_interleaves_full is None:
-        n_interleaves_full = default_n_interleaves_full(matrix, n_samples, vd_exponent)
+        n_interleaves_full = default_n_interleaves_full(matrix, samples_per_readout, vd_exponent)
     if n_interleaves_full < 1:
         raise ValueError(f"n_interleaves_full must be >= 1, got {n_interleaves_full}.")
     theta, r, arc = _spiral_arc(matrix, n_interleaves_full, vd_exponent)
-    s = np.linspace(0.0, arc[-1], n_samples)
+    s = np.linspace(0.0, arc[-1], samples_per_readout)
     th = np.interp(s, arc, theta)
     rr = np.interp(s, arc, r)
     return np.stack([rr * np.cos(th), rr * np.sin(th)], axis=-1).astype(np.float32)
@@ -125,7 +125,7 @@ def _rotate(k: np.ndarray, angles_rad: np.ndarray) -> np.ndarray:
 def mrf_spiral_trajectory(
     n_frames: int,
     matrix: int = 230,
-    n_samples: int = 920,
+    samples_per_readout: int = 920,
     n_interleaves_full: int | None = None,
     ordering: str = "golden",
     n_interleaves: int | None = None,
@@ -135,7 +135,7 @@ def mrf_spiral_trajectory(
 
     Args:
         n_frames: number of time frames T.
-        matrix, n_samples, n_interleaves_full, vd_exponent: the interleaf design
+        matrix, samples_per_readout, n_interleaves_full, vd_exponent: the interleaf design
             (:func:`spiral_interleaf`).
         ordering: ``"golden"``: frame t is rotated by ``t * GOLDEN_ANGLE_RAD``; with
             ``n_interleaves`` given the rotation is snapped to the nearest of
@@ -153,8 +153,8 @@ def mrf_spiral_trajectory(
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}.")
     if n_interleaves_full is None:
-        n_interleaves_full = default_n_interleaves_full(matrix, n_samples, vd_exponent)
-    base = spiral_interleaf(matrix, n_samples, n_interleaves_full, vd_exponent)
+        n_interleaves_full = default_n_interleaves_full(matrix, samples_per_readout, vd_exponent)
+    base = spiral_interleaf(matrix, samples_per_readout, n_interleaves_full, vd_exponent)
     t = np.arange(n_frames)
     if ordering == "golden":
         if n_interleaves is None:
@@ -176,30 +176,31 @@ def mrf_spiral_trajectory(
 def fully_sampled_spiral(
     n_frames: int = 1,
     matrix: int = 230,
-    n_samples: int = 920,
+    samples_per_readout: int = 920,
     n_interleaves_full: int | None = None,
     vd_exponent: float = 1.5,
 ) -> np.ndarray:
     """Fully sampled spiral frames: every frame holds all ``n_interleaves_full`` rotations.
 
-    Returns ``(T, n_interleaves_full * n_samples, 2)`` float32 in cycles per pixel (the same
-    points for every frame), for references and tests.
+    Returns ``(T, n_interleaves_full * samples_per_readout, 2)`` float32 in cycles per pixel
+    (the same points for every frame), for references and tests.
     """
     if n_interleaves_full is None:
-        n_interleaves_full = default_n_interleaves_full(matrix, n_samples, vd_exponent)
-    base = spiral_interleaf(matrix, n_samples, n_interleaves_full, vd_exponent)
+        n_interleaves_full = default_n_interleaves_full(matrix, samples_per_readout, vd_exponent)
+    base = spiral_interleaf(matrix, samples_per_readout, n_interleaves_full, vd_exponent)
     angles = 2 * math.pi * np.arange(n_interleaves_full) / n_interleaves_full
     one = _rotate(base, angles).reshape(-1, 2)
     return np.broadcast_to(one, (n_frames, *one.shape)).copy()
 
 
-def radial_trajectory(n_spokes: int, n_samples: int, golden: bool = False) -> np.ndarray:
-    """Radial spokes through the centre, ``(n_spokes, n_samples, 2)`` float32 in ``[-0.5, 0.5)``.
+def radial_trajectory(n_spokes: int, samples_per_readout: int, golden: bool = False) -> np.ndarray:
+    """Radial spokes through the centre, ``(n_spokes, samples_per_readout, 2)`` float32 in
+    ``[-0.5, 0.5)``.
 
     Spokes are equally spaced over 180 degrees, or rotated by the radial golden angle
     (about 111.25 degrees) when ``golden``.
     """
-    r = (np.arange(n_samples) - n_samples // 2) / n_samples
+    r = (np.arange(samples_per_readout) - samples_per_readout // 2) / samples_per_readout
     if golden:
         angles = np.arange(n_spokes) * RADIAL_GOLDEN_ANGLE_RAD
     else:
@@ -209,21 +210,21 @@ def radial_trajectory(n_spokes: int, n_samples: int, golden: bool = False) -> np
 
 
 def golden_angle_radial(
-    n_frames: int, spokes_per_frame: int, n_samples: int
+    n_frames: int, spokes_per_frame: int, samples_per_readout: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Golden-angle radial MRF trajectory with several spokes per time frame.
 
     Spoke ``m = t * spokes_per_frame + r`` (frame ``t``, readout ``r``) is rotated by
     ``m * RADIAL_GOLDEN_ANGLE_RAD`` (about 111.25 degrees), so consecutive spokes, and the
     spokes of one frame, cover k-space nearly uniformly for any count. Each spoke has
-    ``n_samples`` samples through the centre at ``(i - n_samples // 2) / n_samples`` cycles per
-    pixel (from -0.5 up to just below 0.5; ``n_samples >= matrix`` samples the spoke at the
-    Nyquist rate). About ``pi / 2 * matrix`` spokes sample a frame fully at the k-space edge.
+    ``S = samples_per_readout`` samples through the centre at ``(i - S // 2) / S`` cycles per
+    pixel (from -0.5 up to just below 0.5; ``S >= matrix`` samples the spoke at the Nyquist
+    rate). About ``pi / 2 * matrix`` spokes sample a frame fully at the k-space edge.
 
     Args:
         n_frames: number of time frames T.
         spokes_per_frame: spokes (readouts) per frame R.
-        n_samples: samples per spoke S.
+        samples_per_readout: samples per spoke S.
 
     Returns:
         ``traj`` ``(T, R, S, 2)`` float32 in cycles per pixel (``traj.reshape(T, R * S, 2)``
@@ -232,8 +233,8 @@ def golden_angle_radial(
     """
     if n_frames < 1 or spokes_per_frame < 1:
         raise ValueError(f"n_frames and spokes_per_frame must be >= 1, got {n_frames}, {spokes_per_frame}.")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be >= 2, got {n_samples}.")
-    spokes = radial_trajectory(n_frames * spokes_per_frame, n_samples, golden=True)
+    if samples_per_readout < 2:
+        raise ValueError(f"samples_per_readout must be >= 2, got {samples_per_readout}.")
+    spokes = radial_trajectory(n_frames * spokes_per_frame, samples_per_readout, golden=True)
     index = np.arange(n_frames * spokes_per_frame, dtype=np.int64).reshape(n_frames, spokes_per_frame)
-    return spokes.reshape(n_frames, spokes_per_frame, n_samples, 2), index
+    return spokes.reshape(n_frames, spokes_per_frame, samples_per_readout, 2), index

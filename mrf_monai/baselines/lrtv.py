@@ -146,7 +146,7 @@ class LRTVReconstructor:
 
     def __init__(
         self,
-        lam: float = 0.015,
+        lam: float = 0.01,
         n_iter: int = 30,
         tv_iter: int = 10,
         weights: Sequence[float] | None = None,
@@ -238,7 +238,7 @@ class LRTVInferer(Inferer):
 
     def __init__(
         self,
-        lam: float = 0.015,
+        lam: float = 0.01,
         n_iter: int = 30,
         tv_iter: int = 10,
         weights: Sequence[float] | None = None,

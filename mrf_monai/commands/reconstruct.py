@@ -15,9 +15,11 @@ __all__ = ["register", "run", "options_epilog"]
 
 _EPILOG_TAIL = """
 The dictionary of each raw file's sequence is built once and cached (see docs/interfaces.md,
-"Dictionary cache"); --dictionary FILE uses a file instead. Exit status: 0 all subjects written,
-1 a subject failed (the others are written), 2 a wrong setting (checked before the first
-subject), 130 after Ctrl-C, 143 after SIGTERM.
+"Dictionary cache"); --dictionary FILE uses a file instead. A subject's B1+ map
+(sub-<label>/b1/sub-<label>_TB1map.nii.gz, or --b1) restricts matching to its B1
+(docs/scanner-data.md). Exit status: 0 all subjects written, 1 a subject failed (the others
+are written), 2 a wrong setting (checked before the first subject; a --b1 map that does not
+fit its subject), 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 
@@ -82,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--trajectory",
         metavar="FILE",
         help="trajectory file for raw files without trajectories (.npy, .npz, .h5)",
+    )
+    p.add_argument(
+        "--b1",
+        metavar="FILE|DIR",
+        help="B1+ map (relative, NIfTI on the maps' grid) for one subject, or a folder of "
+        "sub-<label>_TB1map.nii.gz maps for several (default: each subject's b1/sub-<label>_TB1map.nii.gz "
+        "when present; see --option b1_policy and use_b1_map)",
     )
     p.add_argument("--units", choices=("s", "ms"), default="s", help="units of the T1/T2 maps (default: s)")
     p.add_argument("--dicom", action="store_true", help="also write DICOM series")
@@ -171,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
             mask_threshold=args.mask_threshold,
             cache_dir=args.cache_dir,
             trajectory=args.trajectory,
+            b1_path=args.b1,
             bundle=args.bundle,
             extra_configs=args.config,
             progress=not args.no_progress,

@@ -166,6 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--samples",
+        dest="samples_per_readout",
         type=_positive,
         default=None,
         help=f"samples per readout (default {_DEFAULT_SAMPLES} per spiral interleaf; 2 x matrix per "
@@ -224,11 +225,14 @@ def build_protocol(args: argparse.Namespace):
     if args.protocol:
         from ..io.ismrmrd import read_raw
 
-        given = [
-            f"--{name}"
-            for name in ("frames", "matrix", "samples", "radial", "sequence")
-            if getattr(args, name) is not None
-        ]
+        options = {
+            "frames": "frames",
+            "matrix": "matrix",
+            "samples": "samples_per_readout",
+            "radial": "radial",
+            "sequence": "sequence",
+        }
+        given = [f"--{flag}" for flag, dest in options.items() if getattr(args, dest) is not None]
         if given:
             raise ValueError(
                 f"{' and '.join(given)} cannot be combined with --protocol, which fixes the sequence, "
@@ -240,7 +244,7 @@ def build_protocol(args: argparse.Namespace):
         raise ValueError("--trajectory and --radial both give the trajectory; use one")
     sequence = _read_sequence(args.sequence) if args.sequence else None
     if args.trajectory is None and args.radial is None:
-        return subject_protocol(args.frames, args.matrix, args.samples, args.coils, sequence)
+        return subject_protocol(args.frames, args.matrix, args.samples_per_readout, args.coils, sequence)
     matrix = _DEFAULT_MATRIX if args.matrix is None else args.matrix
     fov = (FOV_MM, FOV_MM, SLICE_THICKNESS_MM)
     if args.trajectory:
@@ -253,15 +257,15 @@ def build_protocol(args: argparse.Namespace):
             raise ValueError(
                 f"--frames {args.frames} but the trajectory file {args.trajectory} has {n_t} frames"
             )
-        if args.samples is not None and args.samples != n_s:
+        if args.samples_per_readout is not None and args.samples_per_readout != n_s:
             raise ValueError(
-                f"--samples {args.samples} but the trajectory file has {n_s} samples per readout"
+                f"--samples {args.samples_per_readout} but the trajectory file has {n_s} samples per readout"
             )
         traj, interleaf, kind = tdata.traj, tdata.interleaf, "other"
     else:
         n_t = args.frames or (sequence.n_frames if sequence is not None else _DEFAULT_FRAMES)
         n_r = args.radial
-        n_s = 2 * matrix if args.samples is None else args.samples
+        n_s = 2 * matrix if args.samples_per_readout is None else args.samples_per_readout
         traj, interleaf = golden_angle_radial(n_t, n_r, n_s)
         kind = "radial"
     seq = sequence if sequence is not None else fisp_mrf_jiang2015(1000)
@@ -343,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             "matrix": protocol.matrix[0]
             if protocol.matrix[0] == protocol.matrix[1]
             else list(protocol.matrix),
-            "n_samples": protocol.samples_per_readout,
+            "samples_per_readout": protocol.samples_per_readout,
             "readouts_per_frame": protocol.readouts_per_frame,
             "protocol": protocol.to_dict(include_trajectory=False),
             "protocol_source": args.protocol,

@@ -29,6 +29,7 @@ MAP_SUFFIXES: dict[str, tuple[str, bool, str]] = {
     "PDmap": ("PD", False, "proton density (magnitude of M0), arbitrary units"),
     "desc-std_T1map": ("T1std", True, "standard deviation of T1 over posterior samples"),
     "desc-std_T2map": ("T2std", True, "standard deviation of T2 over posterior samples"),
+    "TB1map": ("B1", False, "relative B1+ transmit field (1 = nominal flip angle)"),
 }
 
 #: Accepted aliases (the keys of ``match_dictionary`` results and similar) -> BIDS suffix.

@@ -36,6 +36,8 @@ _EXPORTS = {
         "subjects_for_rank",
         "raw_reader",
         "set_num_threads",
+        "load_noise_covariance",
+        "check_b1_path",
     ),
     "dataset": ("reconstruct_dataset",),
 }

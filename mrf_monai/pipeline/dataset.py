@@ -24,6 +24,7 @@ def reconstruct_dataset(
     mask_threshold: float = 0.15,
     cache_dir: str | os.PathLike | None = None,
     trajectory: str | os.PathLike | None = None,
+    b1_path: str | os.PathLike | None = None,
     bundle: str | os.PathLike | None = None,
     extra_configs: Iterable[str | os.PathLike] = (),
     progress: bool = True,
@@ -50,6 +51,9 @@ def reconstruct_dataset(
         mask_threshold: background threshold, a fraction of the largest ``|PD|``.
         cache_dir: dictionary cache folder.
         trajectory: a trajectory file for raw files without trajectories (data contract section 5).
+        b1_path: a B1+ map file (one subject) or a folder of ``sub-<label>_TB1map.nii.gz`` maps
+            instead of each subject's ``b1/sub-<label>_TB1map.nii.gz`` (the method option
+            ``b1_path``; ``docs/scanner-data.md``).
         bundle: another bundle folder for the learned methods.
         extra_configs: config files merged over the method's (e.g. ``inference_fast.json``).
         progress: tqdm progress bars.
@@ -62,7 +66,7 @@ def reconstruct_dataset(
         ValueError: a setting is wrong (the message says which and what to do).
     """
     from .methods import build_run
-    from .settings import check_device, check_mask_threshold, check_output_dir
+    from .settings import check_b1_path, check_device, check_mask_threshold, check_output_dir
 
     if units not in ("s", "ms"):
         raise ValueError(f"units must be 's' or 'ms'; got {units!r}")
@@ -87,12 +91,21 @@ def reconstruct_dataset(
         overrides["dictionary_path"] = os.fspath(dictionary_path)
     if device is not None:
         overrides["device"] = device
+    if b1_path is not None:
+        overrides["b1_path"] = os.fspath(b1_path)
     for key, value in dict(options or {}).items():
         if key in overrides:
             raise ValueError(
                 f"option {key!r} is a setting of its own; pass it as {key}=... to reconstruct_dataset"
             )
         overrides[key] = value
+    if overrides.get("b1_path") is not None:  # a file is one subject's map: count the subjects
+        from pathlib import Path
+
+        from mrf_monai.io.subjects import find_subjects
+
+        b1 = overrides["b1_path"]
+        check_b1_path(b1, find_subjects(paths) if Path(b1).is_file() else [])
     runner = build_run(method, overrides, bundle=bundle, extra_configs=extra_configs)
     runner.log = log or _stderr
     return runner.run()

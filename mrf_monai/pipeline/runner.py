@@ -17,8 +17,11 @@ same components), so a user changes the pipeline in JSON.
 
 A subject that fails (unreadable raw data, a dictionary of another sequence, an error in a
 transform) is reported in one line naming the file and the reason; the loop goes on with the
-other subjects. An interrupt (Ctrl-C, SIGTERM) stops the loop, removes the unfinished subject's
-temporary folder and re-raises; debris of an earlier interrupted run is cleaned up at the start
+other subjects. An error that says a *setting* is wrong (its ``stops_run`` attribute is true,
+e.g. :class:`~mrf_monai.transforms.b1.B1MapSettingError`: the B1 map file named for the run does
+not fit the subject) stops the run instead and is raised (``mrf-monai reconstruct`` exits 2).
+An interrupt (Ctrl-C, SIGTERM) stops the loop, removes the unfinished subject's temporary folder
+and re-raises; debris of an earlier interrupted run is cleaned up at the start
 (:func:`mrf_monai.io.folders.recover_interrupted`).
 """
 
@@ -61,7 +64,10 @@ class SubjectRunner:
         read_raw: ``path -> RawSubject`` (default :func:`mrf_monai.io.ismrmrd.read_raw`; bind
             a trajectory file here).
         result_keys: the per-slice keys kept for the writer (the rest is dropped after
-            postprocessing, so memory does not grow with the number of slices).
+            postprocessing, so memory does not grow with the number of slices): the maps, the
+            TSMI, the matched B1 map of free-B1 matching (``b1_matched``,
+            :class:`~mrf_monai.transforms.b1.MatchedB1d`) and the front end's record
+            (``acquisition_info``, for the sidecars).
         num_threads: ``torch.set_num_threads`` for the run (``None``: unchanged). Two runs on the
             same cores should split them (``docs/interfaces.md``, "Threads").
         progress: a tqdm bar over subjects (stderr).
@@ -92,6 +98,8 @@ class SubjectRunner:
             "tsmi",
             "t1_std_s",
             "t2_std_s",
+            "b1_matched",
+            "acquisition_info",
         ),
         num_threads: int | None = None,
         progress: bool = True,
@@ -214,6 +222,8 @@ class SubjectRunner:
                     self.process_subject(subject)
                     done += 1
                 except Exception as err:  # one bad subject must not stop the others
+                    if getattr(err, "stops_run", False):  # a wrong setting met at a subject (--b1 FILE)
+                        raise
                     name = subject.name
                     try:
                         name = f"sub-{subject_label(subject)}"

@@ -21,6 +21,8 @@ __all__ = [
     "subjects_for_rank",
     "raw_reader",
     "set_num_threads",
+    "load_noise_covariance",
+    "check_b1_path",
 ]
 
 
@@ -152,3 +154,55 @@ def set_num_threads(n: int | None) -> int | None:
 
         torch.set_num_threads(int(n))
     return n
+
+
+def load_noise_covariance(value: Any) -> Any:
+    """The ``noise_covariance`` option as a ``(C, C)`` array: ``None`` (use the raw file's noise
+    scan), a NumPy ``.npy`` file (complex allowed) or a nested list of numbers.
+
+    Raises:
+        ValueError: not a square matrix, or an unreadable file (named).
+    """
+    import numpy as np
+
+    if value is None:
+        return None
+    if isinstance(value, str | os.PathLike):
+        path = Path(value)
+        if not path.is_file():
+            raise FileNotFoundError(f"noise covariance file {path} not found (a (C, C) NumPy .npy file)")
+        try:
+            cov = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: cannot be read as a NumPy .npy array ({err})") from err
+        where = str(path)
+    else:
+        cov = np.asarray(value)
+        where = "noise_covariance"
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.issubdtype(cov.dtype, np.number):
+        raise ValueError(f"{where}: a noise covariance is a (C, C) matrix of numbers, got shape {cov.shape}")
+    return cov
+
+
+def check_b1_path(b1_path: str | os.PathLike | None, subjects: Sequence[str | os.PathLike]) -> None:
+    """Check a B1 map given for a run before the first subject: it must exist, and a file (one
+    subject's map) only goes with one subject; several subjects need a folder of
+    ``sub-<label>_TB1map.nii.gz`` maps (:class:`~mrf_monai.transforms.b1.LoadB1Mapd`).
+
+    Raises:
+        ValueError: a missing path, or one file for several subjects.
+    """
+    if b1_path is None:
+        return
+    path = Path(b1_path)
+    if not path.exists():
+        raise ValueError(
+            f"B1 map {path} not found (--b1: a B1 map file for one subject, or a folder of "
+            "sub-<label>_TB1map.nii.gz maps)"
+        )
+    if path.is_file() and len(subjects) > 1:
+        raise ValueError(
+            f"--b1 {path} is one B1 map file but {len(subjects)} subjects are reconstructed; give a folder "
+            "of sub-<label>_TB1map.nii.gz maps (directly or in sub-<label>/ or sub-<label>/b1/), or leave "
+            "--b1 out to read each subject's b1/sub-<label>_TB1map.nii.gz"
+        )

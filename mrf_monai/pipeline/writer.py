@@ -3,6 +3,12 @@
 Output folder of one subject (besides the maps, their sidecars and, for probabilistic methods,
 the ``desc-std`` maps of the data contract):
 
+- ``sub-<label>_TB1map.nii.gz`` (and its sidecar): the relative B1+ map matched as a free
+  dictionary parameter, written only when B1 was free (``b1_policy="free"`` without a map;
+  :class:`~mrf_monai.transforms.b1.MatchedB1d`), on the grid of the maps, 0 outside the mask.
+  The same name and grid as a subject's input map (data contract section 5), so the folder can
+  be given as ``b1_path`` to a later run.
+
 - ``sub-<label>_desc-compressed_TSMI.nii.gz``: complex64 ``(Nx, Ny, S, R)`` compressed TSMI
   with a JSON sidecar giving the sequence and the rank (used by the evaluation's TSMI
   metrics).
@@ -11,6 +17,12 @@ the ``desc-std`` maps of the data contract):
   ``"matching_seconds"`` (lists), ``"mean_seconds_per_slice"``, ``"total_seconds"``
   (the whole subject, reading and writing included)``}`` and the matching settings.
 - ``dicom/`` (optional): one DICOM series per map.
+
+Every map sidecar also records what the front end did for the subject
+(:func:`mrf_monai.transforms.gridding.merge_acquisition_info` of the slices'
+``acquisition_info``): ``NoisePrewhitening``, ``CoilCompression``, ``CoilMaps`` and ``B1`` (the
+handling: ``"map"``, ``"free"`` or ``"ignore"``, the map file and the dictionary's B1 grid); a
+value that differs between slices is a list with one entry per slice.
 
 Everything is written into a hidden temporary folder and published with
 :func:`mrf_monai.io.folders.staged_folder`: a reader never sees a half-written folder, and files
@@ -28,15 +40,25 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SubjectWriter", "TIMING_FILE", "TSMI_SUFFIX", "OWNED_PATTERNS"]
+__all__ = ["SubjectWriter", "TIMING_FILE", "TSMI_SUFFIX", "B1_MAP_SUFFIX", "OWNED_PATTERNS"]
 
 #: Name of the per-subject timing file.
 TIMING_FILE = "timing.json"
 #: BIDS-style suffix of the compressed TSMI written next to the maps.
 TSMI_SUFFIX = "desc-compressed_TSMI"
+#: BIDS suffix of the matched B1+ map (free B1), as the data contract's input B1 maps.
+B1_MAP_SUFFIX = "TB1map"
+#: Order of the front end's record in the sidecars (other sections follow).
+_INFO_SECTIONS = ("NoisePrewhitening", "CoilCompression", "CoilMaps", "B1")
 #: Names inside ``sub-<label>/`` that a reconstruction owns: an earlier run's files with these
 #: names are replaced or dropped, everything else in the folder is kept.
-OWNED_PATTERNS = ("sub-*_*map.nii.gz", "sub-*_*map.json", f"sub-*_{TSMI_SUFFIX}.*", TIMING_FILE)
+OWNED_PATTERNS = (
+    "sub-*_*map.nii.gz",
+    "sub-*_*map.json",
+    f"sub-*_{B1_MAP_SUFFIX}.*",
+    f"sub-*_{TSMI_SUFFIX}.*",
+    TIMING_FILE,
+)
 
 _MAP_KEYS = {
     "t1_s": "T1map",
@@ -92,8 +114,9 @@ class SubjectWriter:
         Args:
             label: the subject's ``<label>``.
             slices: per slice (in order) a mapping with ``t1_s``, ``t2_s``, ``pd``, ``mask``,
-                ``tsmi`` (``(R, Nx, Ny)`` complex) and optionally ``t1_std_s``, ``t2_std_s``;
-                tensors or arrays of shape ``(Nx, Ny)``.
+                ``tsmi`` (``(R, Nx, Ny)`` complex) and optionally ``t1_std_s``, ``t2_std_s``,
+                ``b1_matched`` (tensors or arrays of shape ``(Nx, Ny)``) and
+                ``acquisition_info`` (the front end's record of the slice).
             affine: the subject's 4x4 RAS+ affine (``RawSubject.affine()``).
             timing: the content of ``timing.json``.
             sequence: the ``MRFSequence`` (recorded in the sidecars).
@@ -115,7 +138,11 @@ class SubjectWriter:
         final = self.output_dir / f"sub-{label}"
         with staged_folder(final, owned=self.owned_patterns()) as tmp:  # removed on any error or interrupt
             nifti_maps = {_MAP_KEYS[k]: v.astype(np.float32) for k, v in stacked.items()}
-            extra = {"MaskThreshold": timing.get("mask_threshold"), **self.sidecar_extra}
+            extra = {
+                "MaskThreshold": timing.get("mask_threshold"),
+                **acquisition_info(slices),
+                **self.sidecar_extra,
+            }
             write_maps(
                 tmp,
                 label,
@@ -126,6 +153,18 @@ class SubjectWriter:
                 sidecar_extra=extra,
                 sequence=sequence,
             )
+            b1 = matched_b1(slices)
+            if b1 is not None:
+                b1_extra = {**extra, "Units": "ratio", "Description": _B1_DESCRIPTION}
+                write_maps(
+                    tmp,
+                    label,
+                    {B1_MAP_SUFFIX: b1},
+                    affine,
+                    self.method_name,
+                    sidecar_extra=b1_extra,
+                    sequence=sequence,
+                )
             self._write_tsmi(tmp, label, tsmi, affine, sequence)
             if self.write_dicom:
                 self._write_dicom(tmp, label, nifti_maps, affine, sequence, raw)
@@ -164,6 +203,35 @@ class SubjectWriter:
         dicom.write_dicom_maps(
             folder / "dicom", label, dict(maps), affine, units=self.units, method=self.method_name, **metadata
         )
+
+
+_B1_DESCRIPTION = (
+    "relative B1+ transmit field (1 = nominal flip angle) matched as a free dictionary parameter "
+    "(the B1 of each voxel's best atom, on the dictionary's B1 grid)"
+)
+
+
+def acquisition_info(slices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The subject's front-end record for the sidecars: the slices' ``acquisition_info`` merged
+    (:func:`~mrf_monai.transforms.gridding.merge_acquisition_info`), in the order of
+    ``NoisePrewhitening``, ``CoilCompression``, ``CoilMaps``, ``B1``; empty without records."""
+    from mrf_monai.transforms.gridding import merge_acquisition_info
+
+    merged = merge_acquisition_info([s.get("acquisition_info") for s in slices])
+    order = [k for k in _INFO_SECTIONS if k in merged] + [k for k in merged if k not in _INFO_SECTIONS]
+    return {k: merged[k] for k in order}
+
+
+def matched_b1(slices: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """The ``(Nx, Ny, S)`` float32 matched B1 map of free-B1 matching, or ``None`` when no slice has
+    one (a slice without one, which cannot happen within one subject's run, is 0: unknown)."""
+    maps = [s.get("b1_matched") for s in slices]
+    if all(m is None for m in maps):
+        return None
+    shape = next(_numpy(m).shape for m in maps if m is not None)
+    return np.stack(
+        [np.zeros(shape, np.float32) if m is None else _numpy(m).astype(np.float32) for m in maps], axis=-1
+    )
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -137,18 +137,18 @@ def load_protocol(
 
 
 def _protocol_settings(
-    protocol: Protocol, matrix: int | None, n_samples: int | None, n_coils: int | None
+    protocol: Protocol, matrix: int | None, samples_per_readout: int | None, n_coils: int | None
 ) -> tuple[int, int, int, np.ndarray]:
-    """``matrix``, ``n_samples``, ``n_coils`` and the trajectory that a protocol sets."""
+    """``matrix``, ``samples_per_readout``, ``n_coils`` and the trajectory that a protocol sets."""
     nx, ny = protocol.matrix
     if nx != ny:
         raise ValueError(f"training pairs need a square matrix; the protocol has {nx} x {ny}")
     if matrix is not None and matrix != nx:
         raise ValueError(f"matrix = {matrix} contradicts the protocol's {nx} x {ny}; leave it out")
-    if n_samples is not None and n_samples != protocol.samples_per_readout:
+    if samples_per_readout is not None and samples_per_readout != protocol.samples_per_readout:
         raise ValueError(
-            f"n_samples = {n_samples} contradicts the protocol's {protocol.samples_per_readout} samples per "
-            "readout; leave it out"
+            f"samples_per_readout = {samples_per_readout} contradicts the protocol's "
+            f"{protocol.samples_per_readout} samples per readout; leave it out"
         )
     coils = protocol.n_coils if n_coils is None else int(n_coils)
     return nx, protocol.samples_per_readout, coils, protocol.trajectory
@@ -264,7 +264,7 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             subspace).
         rank: leading basis components to keep (default: all of the dictionary's).
         matrix: image matrix (default 230, or the protocol's; field of view 230 mm).
-        n_samples: samples per spiral interleaf (default 920; not with a protocol).
+        samples_per_readout: samples per spiral interleaf (default 920; not with a protocol).
         split: ``"train"``, ``"val"`` or ``"test"`` (disjoint slices and seeds).
         seed: dataset seed; item ``i`` is subject ``seed * 2**32 + i`` of ``split``.
         length: number of items (``__len__``).
@@ -285,8 +285,8 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             statistically and halves the cost).
         protocol: a :class:`~mrf_monai.acquisition.protocol.Protocol` or the path of an ISMRMRD
             raw file (``Protocol.from_raw(read_raw(path, trajectory))``): its trajectory, square
-            matrix, FOV and coils (``n_coils`` overrides the coils; ``matrix`` and ``n_samples``
-            must be left out or agree). Its sequence must equal the dictionary's.
+            matrix, FOV and coils (``n_coils`` overrides the coils; ``matrix`` and
+            ``samples_per_readout`` must be left out or agree). Its sequence must equal the dictionary's.
         recipe: the phantom world (:class:`~mrf_monai.phantoms.recipe.PhantomRecipe`, or its
             ``to_dict()`` form from a bundle config; ``None``: today's phantoms). Subjects of
             the reserved validation seeds (dataset seeds ``2**20`` to ``2**20 + 255``, refused
@@ -304,7 +304,7 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         dictionary: Any,
         rank: int | None = None,
         matrix: int | None = None,
-        n_samples: int | None = None,
+        samples_per_readout: int | None = None,
         split: str = "train",
         seed: int = 0,
         length: int = 10000,
@@ -324,9 +324,11 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
     ) -> None:
         prot = _resolve_protocol(protocol, trajectory, dictionary.sequence)
         if prot is not None:
-            matrix, n_samples, n_coils, trajectory = _protocol_settings(prot, matrix, n_samples, n_coils)
+            matrix, samples_per_readout, n_coils, trajectory = _protocol_settings(
+                prot, matrix, samples_per_readout, n_coils
+            )
         matrix = 230 if matrix is None else matrix
-        n_samples = 920 if n_samples is None else n_samples
+        samples_per_readout = 920 if samples_per_readout is None else samples_per_readout
         n_coils = 1 if n_coils is None else n_coils
         basis = torch.as_tensor(dictionary.basis)
         rank = basis.shape[1] if rank is None else int(rank)
@@ -363,9 +365,9 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         self.fov_mm = prot.fov_mm if prot is not None else (FOV_MM, FOV_MM, SLICE_THICKNESS_MM)
         shape = (self.matrix, self.matrix)
         self._default_trajectory = trajectory is None
-        self._samples_per_readout = int(n_samples)
+        self._samples_per_readout = int(samples_per_readout)
         if trajectory is None:
-            trajectory, _ = mrf_spiral_trajectory(self.n_frames, self.matrix, n_samples)
+            trajectory, _ = mrf_spiral_trajectory(self.n_frames, self.matrix, self._samples_per_readout)
         self.traj = torch.as_tensor(np.array(trajectory, dtype=np.float32))
         dcf = pipe_menon_dcf(self.traj, shape)
         self.coil_maps = (

@@ -256,7 +256,7 @@ def _jsonable(obj):
 def subject_protocol(
     n_frames: int | None = None,
     matrix: int | None = None,
-    n_samples: int | None = None,
+    samples_per_readout: int | None = None,
     n_coils: int | None = None,
     sequence: MRFSequence | None = None,
     protocol: Protocol | None = None,
@@ -265,10 +265,11 @@ def subject_protocol(
 
     Without ``protocol``: ``sequence`` (default ``fisp_mrf_jiang2015()``) truncated to
     ``n_frames`` (default 200, or all of ``sequence``'s frames), one golden-angle spiral
-    interleaf of ``n_samples`` (920) per frame on a ``matrix`` (230) square matrix, FOV 230 mm,
-    5 mm slices, ``n_coils`` (1) coils. With ``protocol``: exactly its sequence, trajectory,
-    matrix, FOV and coils; ``n_coils`` overrides its coils, and ``n_frames``, ``matrix``,
-    ``n_samples`` and ``sequence`` must be ``None`` or agree with it.
+    interleaf of ``samples_per_readout`` (920) samples per frame on a ``matrix`` (230) square
+    matrix, FOV 230 mm, 5 mm slices, ``n_coils`` (1) coils. With ``protocol``: exactly its
+    sequence, trajectory, matrix, FOV and coils; ``n_coils`` overrides its coils, and
+    ``n_frames``, ``matrix``, ``samples_per_readout`` and ``sequence`` must be ``None`` or agree
+    with it.
 
     Raises:
         ValueError: an argument that contradicts ``protocol``.
@@ -279,9 +280,9 @@ def subject_protocol(
             conflicts.append(f"{n_frames} frames vs the protocol's {protocol.n_frames}")
         if matrix is not None and (matrix, matrix) != protocol.matrix:
             conflicts.append(f"matrix {matrix} vs the protocol's {protocol.matrix[0]} x {protocol.matrix[1]}")
-        if n_samples is not None and n_samples != protocol.samples_per_readout:
+        if samples_per_readout is not None and samples_per_readout != protocol.samples_per_readout:
             conflicts.append(
-                f"{n_samples} samples per readout vs the protocol's {protocol.samples_per_readout}"
+                f"{samples_per_readout} samples per readout vs the protocol's {protocol.samples_per_readout}"
             )
         if sequence is not None and sequence != protocol.sequence:
             conflicts.append("sequence: " + ", ".join(sequence.differences(protocol.sequence)))
@@ -296,7 +297,8 @@ def subject_protocol(
     if seq.n_frames != n_t:
         seq = seq.truncate(n_t)
     m = 230 if matrix is None else int(matrix)
-    traj, interleaf = mrf_spiral_trajectory(n_t, m, 920 if n_samples is None else int(n_samples))
+    s = 920 if samples_per_readout is None else int(samples_per_readout)
+    traj, interleaf = mrf_spiral_trajectory(n_t, m, s)
     return Protocol(
         seq,
         traj,
@@ -373,7 +375,7 @@ def simulate_subject(
     noise: float = DEFAULT_NOISE,
     split: str = "test",
     matrix: int | None = None,
-    n_samples: int | None = None,
+    samples_per_readout: int | None = None,
     *,
     sequence: MRFSequence | None = None,
     slices: Sequence[int] | None = None,
@@ -403,15 +405,15 @@ def simulate_subject(
         noise: relative noise level (``sigma = noise * mean |k-space centre|``, module docs).
         split: ``"train"``, ``"val"`` or ``"test"``.
         matrix: image matrix (default 230; the field of view is 230 mm).
-        n_samples: readout samples per spiral interleaf (default 920).
+        samples_per_readout: readout samples per spiral interleaf (default 920).
         sequence: the MRF sequence (default: ``fisp_mrf_jiang2015()`` truncated to ``n_frames``).
         slices: explicit template slices (must belong to ``split``) instead of ``n_slices``.
         augment: apply the subject's geometric augmentation.
         device: where EPG and NUFFT run.
         protocol: scan with exactly this protocol's sequence, trajectory (any number of
             readouts per frame), matrix, FOV and coils (:func:`subject_protocol`: ``n_coils``
-            overrides its coils; ``n_frames``, ``matrix``, ``n_samples`` and ``sequence`` must
-            be left out or agree).
+            overrides its coils; ``n_frames``, ``matrix``, ``samples_per_readout`` and
+            ``sequence`` must be left out or agree).
         coil_layout: ``"ring"`` or ``"two-rings"``
             (:func:`~mrf_monai.acquisition.coils.simulate_coil_maps`).
         noise_covariance: channel noise covariance: ``None`` / ``"white"``, ``"realistic"``
@@ -438,7 +440,7 @@ def simulate_subject(
 
     if not label.isalnum():
         raise ValueError(f"subject label {label!r} must be alphanumeric (data contract, section 1)")
-    prot = subject_protocol(n_frames, matrix, n_samples, n_coils, sequence, protocol)
+    prot = subject_protocol(n_frames, matrix, samples_per_readout, n_coils, sequence, protocol)
     seq, (nx, ny), n_c = prot.sequence, prot.matrix, prot.n_coils
     z_list = (
         np.asarray(slices, dtype=np.int64) if slices is not None else choose_slices(seed, split, n_slices)
@@ -511,7 +513,7 @@ def simulate_subject(
         "matrix": [nx, ny],
         "fov_mm": list(prot.fov_mm),
         "phantom_pixel_mm": FOV_MM / m,
-        "n_samples": prot.samples_per_readout,
+        "samples_per_readout": prot.samples_per_readout,
         "readouts_per_frame": prot.readouts_per_frame,
         "trajectory": (
             "mrf_spiral_trajectory (variable-density spiral, golden-angle rotation per frame)"

@@ -150,7 +150,7 @@ def write_validation_set(
     n_slices: int = 1,
     n_frames: int | None = None,
     matrix: int | None = None,
-    n_samples: int | None = None,
+    samples_per_readout: int | None = None,
     n_coils: int | None = None,
     noise: float | None = None,
     label_prefix: str | None = None,
@@ -166,8 +166,9 @@ def write_validation_set(
         n_subjects: number of subjects.
         seed: first subject seed (in-distribution) or first validation index (ood sets).
         split: ``"val"`` (tuning, e.g. LRTV's lambda) or ``"test"`` (reporting); never ``"train"``.
-        n_slices, n_frames, matrix, n_samples, n_coils: as :func:`simulate_subject` (``None``:
-            its defaults, 200 frames, 230 x 230, 920 samples, 1 coil, or a ``protocol``'s).
+        n_slices, n_frames, matrix, samples_per_readout, n_coils: as :func:`simulate_subject`
+            (``None``: its defaults, 200 frames, 230 x 230, 920 samples per readout, 1 coil, or
+            a ``protocol``'s).
         noise: relative noise level (default: ``DEFAULT_NOISE`` times the set's noise factor).
         label_prefix: alphanumeric label prefix (default: the set's own).
         skip_existing: keep subject folders whose ``sim.json`` already has the same seed,
@@ -199,7 +200,7 @@ def write_validation_set(
                 noise=level,
                 split=split,
                 matrix=matrix,
-                n_samples=n_samples,
+                samples_per_readout=samples_per_readout,
                 device=device,
                 **simulate_kwargs,
             )
@@ -228,7 +229,8 @@ def write_validation_set(
         # as simulated (sim.json of the first subject)
         "n_frames": first.get("n_frames"),
         "matrix": first.get("matrix"),
-        "n_samples": first.get("n_samples"),
+        # (subjects kept by skip_existing from before the rename record "n_samples")
+        "samples_per_readout": first.get("samples_per_readout", first.get("n_samples")),
         "n_coils": first.get("n_coils"),
         "subjects": entries,
         "docs": "docs/simulation.md, 'Validation sets'",

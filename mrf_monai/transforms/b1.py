@@ -1,13 +1,14 @@
 """MONAI transforms for B1+: each slice's transmit-field map, or what to do without one.
 
 :class:`LoadB1Mapd` puts the slice's relative B1+ map ``(Nx, Ny)`` into ``data["b1_map"]``: from
-``sub-<label>/b1/sub-<label>_TB1map.nii.gz`` (data contract section 5, the BIDS name) or from a
-file given by path, checked against the raw data's matrix, slices and affine (a clear error
-naming the file otherwise); read once per file. Without a map it writes ``None`` and the
-policy: ``"ignore"`` (assume B1 = 1, the default) or ``"free"`` (match B1 as a free dictionary
-parameter). Measured (``docs/scanner-data.md``): free B1 pays on fully sampled data, but on
-accelerated reconstructions (SVD-MRF, LRTV, MRF-IDDPM, in the subspace they share) it raises the
-T2 error more than it lowers the T1 error, at 3-4x the matching time.
+``sub-<label>/b1/sub-<label>_TB1map.nii.gz`` (data contract section 5, the BIDS name), from a
+file given by path (one subject) or from a folder of per-subject maps, checked against the raw
+data's matrix, slices and affine (a clear error naming the file otherwise); read once per file.
+Without a map it writes ``None`` and the policy: ``"ignore"`` (assume B1 = 1, the default) or
+``"free"`` (match B1 as a free dictionary parameter). Measured (``docs/scanner-data.md``): free
+B1 pays on fully sampled data, but on accelerated reconstructions (SVD-MRF, LRTV, MRF-IDDPM, in
+the subspace they share) it raises the T2 error more than it lowers the T1 error, at 3-4x the
+matching time.
 The handling (``"map"``, ``"free"`` or ``"ignore"``) goes to ``data["b1_handling"]`` for
 :class:`~mrf_monai.transforms.dictionary.AttachDictionaryd` (which picks the dictionary with or
 without a B1 axis and the matching clusters) and, with the file, to ``data["acquisition_info"]
@@ -30,10 +31,19 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
 from mrf_monai.io.b1 import B1_DIR, B1_SUFFIX, b1_map_path, read_b1_map
+from mrf_monai.io.subjects import subject_label
 
 from .gridding import ACQUISITION_INFO_KEY
 
-__all__ = ["B1_POLICIES", "DEFAULT_B1_POLICY", "B1_HANDLING_KEY", "LoadB1Map", "LoadB1Mapd", "MatchedB1d"]
+__all__ = [
+    "B1_POLICIES",
+    "DEFAULT_B1_POLICY",
+    "B1_HANDLING_KEY",
+    "B1MapSettingError",
+    "LoadB1Map",
+    "LoadB1Mapd",
+    "MatchedB1d",
+]
 
 #: What to do for a subject without a B1 map.
 B1_POLICIES = ("free", "ignore")
@@ -41,6 +51,16 @@ B1_POLICIES = ("free", "ignore")
 DEFAULT_B1_POLICY = "ignore"
 #: Key of the B1 handling of a slice (``"map"``, ``"free"``, ``"ignore"``).
 B1_HANDLING_KEY = "b1_handling"
+
+
+class B1MapSettingError(ValueError):
+    """The B1 map file named by the run's settings (``b1_path``, ``mrf-monai reconstruct --b1``)
+    does not fit the subject (grid, slices, values) or is used for a second subject: a wrong
+    setting, not a bad subject. :class:`~mrf_monai.pipeline.runner.SubjectRunner` stops the run on
+    it (``stops_run``) instead of going on with the next subject, so ``mrf-monai reconstruct``
+    exits with status 2 (a wrong setting)."""
+
+    stops_run = True
 
 
 class LoadB1Map(Transform):
@@ -74,8 +94,13 @@ class LoadB1Mapd(MapTransform):
     """Put the slice's B1+ map into ``data[output_key]`` (module notes), or ``None`` and the policy.
 
     Args:
-        b1_path: a B1 map file to use (for a one-subject run; ``--b1 FILE``) instead of the
-            subject's ``b1/sub-<label>_TB1map.nii.gz``; it must exist.
+        b1_path: a B1 map file to use instead of the subject's ``b1/sub-<label>_TB1map.nii.gz``
+            (one subject: a second subject label, or a map that does not fit the subject, raises
+            :class:`B1MapSettingError`, which stops the run), or
+            a folder holding each subject's map as ``sub-<label>_TB1map.nii.gz``, directly or in
+            ``sub-<label>/`` or ``sub-<label>/b1/`` (a dataset folder, or the output folder of a
+            run with ``policy="free"``); it must exist. A subject whose map is missing from the
+            folder fails (the map was asked for).
         policy: ``"free"`` or ``"ignore"``: the B1 handling of a subject without a map.
         use_map: ``False`` applies ``policy`` even when the subject has a map (comparisons).
         b1_path_key: a data key holding a per-subject map path (used when present and not None).
@@ -110,6 +135,12 @@ class LoadB1Mapd(MapTransform):
                 f"the B1 policy must be one of {list(B1_POLICIES)} (without a map); got {policy!r}"
             )
         self.b1_path = None if b1_path is None else Path(b1_path)
+        if self.b1_path is not None and not self.b1_path.exists():
+            raise FileNotFoundError(
+                f"B1 map {self.b1_path} not found (b1_path: a B1 map file, or a folder of "
+                f"sub-<label>_{B1_SUFFIX}.nii.gz maps)"
+            )
+        self._file_label: str | None = None  # the subject a b1_path file was used for
         self.policy = policy
         self.use_map = bool(use_map)
         self.b1_path_key = b1_path_key
@@ -122,16 +153,57 @@ class LoadB1Mapd(MapTransform):
         """``(path, given)``: the B1 map file of this subject and whether it was named explicitly."""
         if self.b1_path_key is not None and data.get(self.b1_path_key) is not None:
             return Path(data[self.b1_path_key]), True
+        label = self._label(data)
+        if self.b1_path is not None and self.b1_path.is_dir():
+            return self._in_folder(self.b1_path, label), True
         if self.b1_path is not None:
+            if label is not None and self._file_label not in (None, label):
+                raise B1MapSettingError(
+                    f"b1_path {self.b1_path} is one subject's B1 map but the run also reconstructs "
+                    f"sub-{label} (it was used for sub-{self._file_label}); give a folder of "
+                    f"sub-<label>_{B1_SUFFIX}.nii.gz maps, or leave b1_path null to read each subject's "
+                    f"{B1_DIR}/ map"
+                )
+            self._file_label = label if label is not None else self._file_label
             return self.b1_path, True
+        raw_path = self._raw_path(data)
+        if raw_path is None:
+            return None, False
+        return b1_map_path(Path(raw_path).parent, label), False
+
+    def _raw_path(self, data: Mapping[Hashable, Any]) -> Any:
         raw_path = data.get(self.raw_path_key)
         if raw_path is None:
             raw = data.get(self.raw_key)
             raw_path = getattr(raw, "path", None) if raw is not None else None
-        if raw_path is None:
-            return None, False
+        return raw_path
+
+    def _label(self, data: Mapping[Hashable, Any]) -> str | None:
         label = data.get(self.label_key)
-        return b1_map_path(Path(raw_path).parent, None if label is None else str(label)), False
+        if label is not None:
+            return str(label)
+        raw_path = self._raw_path(data)
+        if raw_path is None:
+            return None
+        try:
+            return subject_label(raw_path)
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _in_folder(folder: Path, label: str | None) -> Path:
+        """The subject's map in a folder of maps (see ``b1_path``); raises when it is not there."""
+        if label is None:
+            raise ValueError(f"b1_path {folder} is a folder of maps but the subject's label is unknown")
+        name = f"sub-{label}_{B1_SUFFIX}.nii.gz"
+        candidates = (folder / name, folder / f"sub-{label}" / name, folder / f"sub-{label}" / B1_DIR / name)
+        for path in candidates:
+            if path.is_file():
+                return path
+        raise FileNotFoundError(
+            f"no B1 map of sub-{label} in the folder {folder} (looked for {name} there, in sub-{label}/ "
+            f"and in sub-{label}/{B1_DIR}/)"
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -140,12 +212,21 @@ class LoadB1Mapd(MapTransform):
         if path is not None and (given or path.is_file()):
             raw = d.get(self.raw_key)
             raw = raw if hasattr(raw, "matrix") and hasattr(raw, "affine") else None
-            volume = self.loader(path, raw)
-            s = int(d.get(self.slice_key) or 0)
-            if not -volume.shape[-1] <= s < volume.shape[-1]:
-                raise IndexError(
-                    f"{path}: slice {s} requested but the B1 map has {volume.shape[-1]} slice(s)"
-                )
+            try:
+                volume = self.loader(path, raw)
+                s = int(d.get(self.slice_key) or 0)
+                if not -volume.shape[-1] <= s < volume.shape[-1]:
+                    raise IndexError(
+                        f"{path}: slice {s} requested but the B1 map has {volume.shape[-1]} slice(s)"
+                    )
+            except (ValueError, IndexError, OSError) as err:
+                if (
+                    self.b1_path is not None
+                    and path == self.b1_path
+                    and not isinstance(err, B1MapSettingError)
+                ):
+                    raise B1MapSettingError(f"b1_path: {err}") from err  # the setting, not the subject
+                raise
             d[self.output_key] = volume[..., s].clone()
             d[self.handling_key] = "map"
             info["B1"] = {"Handling": "map", "Map": str(path)}

@@ -50,14 +50,17 @@ class SampleStdMapsd(MapTransform):
     """Standard deviation (ddof 0) of T1 and T2 over the maps matched from each sample.
 
     Each sample is matched inside the mask of the mean's match (``data[mask_key]``) with the
-    same dictionary and search; voxels outside the mask are 0. Does nothing when the data hold
-    no samples (deterministic methods).
+    same dictionary and search (and, with ``b1_key``, the same B1 map: each voxel restricted to
+    its B1, or B1 free when the map is ``None``); voxels outside the mask are 0. Does nothing when
+    the data hold no samples (deterministic methods).
 
     Args:
         samples_key: ``(K, R, H, W)`` complex samples (:class:`SampleMeand`).
         dictionary_key: the ``MRFDictionary``.
         clusters_key: the atom clusters of the exact clustered search (``None`` value: brute force).
         mask_key: the mask of the mean's match.
+        b1_key: the relative B1 map ``(H, W)`` the mean was matched with
+            (:class:`~mrf_monai.transforms.b1.LoadB1Mapd`'s ``"b1_map"``), or ``None``: no map.
         t1_key, t2_key: where the ``(H, W)`` standard-deviation maps go (seconds).
     """
 
@@ -69,10 +72,12 @@ class SampleStdMapsd(MapTransform):
         mask_key: str = "mask",
         t1_key: str = "t1_std_s",
         t2_key: str = "t2_std_s",
+        b1_key: str | None = None,
     ) -> None:
         super().__init__([samples_key], allow_missing_keys=True)
         self.samples_key, self.dictionary_key, self.clusters_key = samples_key, dictionary_key, clusters_key
         self.mask_key, self.t1_key, self.t2_key = mask_key, t1_key, t2_key
+        self.b1_key = b1_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         from mrf_monai.matching.match import match_dictionary
@@ -87,6 +92,7 @@ class SampleStdMapsd(MapTransform):
             )
         mask = torch.as_tensor(d[self.mask_key]).bool()
         clusters = d.get(self.clusters_key)
+        b1_map = d.get(self.b1_key) if self.b1_key is not None else None
         t1, t2 = [], []
         for sample in torch.as_tensor(samples):
             r = match_dictionary(
@@ -94,6 +100,7 @@ class SampleStdMapsd(MapTransform):
                 d[self.dictionary_key],
                 mask=mask,
                 coarse_to_fine=False if clusters is None else clusters,
+                b1_map=b1_map,
             )
             t1.append(r["t1_s"])
             t2.append(r["t2_s"])

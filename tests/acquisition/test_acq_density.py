@@ -46,7 +46,7 @@ def test_radial_dcf_is_calibrated():
 
 
 def test_per_readout_scaling_makes_each_frame_unbiased():
-    traj, _ = mrf_spiral_trajectory(24, matrix=N, n_samples=96, n_interleaves_full=10)
+    traj, _ = mrf_spiral_trajectory(24, matrix=N, samples_per_readout=96, n_interleaves_full=10)
     w_union = pipe_menon_dcf(traj, (N, N), per_readout=False)
     w = pipe_menon_dcf(traj, (N, N))
     # rotated copies of one interleaf: every frame gets the same weights, summing to the union's area
@@ -59,7 +59,9 @@ def test_per_readout_scaling_makes_each_frame_unbiased():
     total = pipe_menon_dcf(scaled, (N, N), per_readout=False).sum().item()
     torch.testing.assert_close(w2.sum(1), torch.full((24,), total), rtol=1e-4, atol=0)
     # uniformly rotated frames: averaging all frames' griddings returns a smooth image
-    seq, _ = mrf_spiral_trajectory(20, matrix=N, n_samples=96, n_interleaves_full=10, ordering="sequential")
+    seq, _ = mrf_spiral_trajectory(
+        20, matrix=N, samples_per_readout=96, n_interleaves_full=10, ordering="sequential"
+    )
     img = smooth_image(N)
     g = grid_points(seq, pipe_menon_dcf(seq, (N, N)) / 20, img)
     assert ((g - img).norm() / img.norm()).item() < 0.05

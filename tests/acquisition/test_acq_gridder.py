@@ -29,7 +29,7 @@ N, T, S, R = 16, 8, 64, 3
 def make_data(n_coils: int, seed: int = 0, traj=None):
     g = torch.Generator().manual_seed(seed)
     if traj is None:
-        traj, _ = mrf_spiral_trajectory(T, matrix=N, n_samples=S)
+        traj, _ = mrf_spiral_trajectory(T, matrix=N, samples_per_readout=S)
     basis, _ = torch.linalg.qr(torch.randn(traj.shape[0], R, dtype=torch.complex64, generator=g))
     maps = simulate_coil_maps(n_coils, (N, N), phase_offset_rad=0.4) if n_coils > 1 else None
     c = torch.randn(R, N, N, dtype=torch.complex64, generator=g)
@@ -141,7 +141,8 @@ def test_options_are_honoured():
 
 def test_several_readouts_per_frame_are_gridded_calibrated():
     """Frames that hold several interleaves laid end to end (``(T, readouts * S)``)."""
-    traj = fully_sampled_spiral(4, matrix=N, n_samples=48, n_interleaves_full=8)  # 8 readouts per frame
+    # 8 readouts per frame
+    traj = fully_sampled_spiral(4, matrix=N, samples_per_readout=48, n_interleaves_full=8)
     basis, _ = torch.linalg.qr(
         torch.randn(4, 2, dtype=torch.complex64, generator=torch.Generator().manual_seed(5))
     )

@@ -12,7 +12,7 @@ T, S, R = 6, 48, 3
 
 def make_operator(shape, n_coils, seed=0):
     g = torch.Generator().manual_seed(seed)
-    traj, _ = mrf_spiral_trajectory(T, matrix=shape[0], n_samples=S, n_interleaves_full=6)
+    traj, _ = mrf_spiral_trajectory(T, matrix=shape[0], samples_per_readout=S, n_interleaves_full=6)
     basis, _ = torch.linalg.qr(torch.randn(T, R, dtype=torch.complex64, generator=g))
     maps = simulate_coil_maps(n_coils, shape, phase_offset_rad=0.7) if n_coils > 1 else None
     dcf = pipe_menon_dcf(traj, shape)

@@ -16,7 +16,7 @@ from mrf_monai.acquisition.trajectory import (
 
 
 def test_interleaf_reaches_edge_and_starts_at_centre():
-    k = spiral_interleaf(matrix=64, n_samples=300, n_interleaves_full=16)
+    k = spiral_interleaf(matrix=64, samples_per_readout=300, n_interleaves_full=16)
     r = np.linalg.norm(k, axis=-1)
     assert k.shape == (300, 2) and k.dtype == np.float32
     assert r[0] == pytest.approx(0.0, abs=1e-7)
@@ -49,7 +49,7 @@ def test_default_interleaves_give_nyquist_readout():
 
 
 def test_golden_and_sequential_ordering():
-    traj, idx = mrf_spiral_trajectory(5, matrix=32, n_samples=64, n_interleaves_full=8)
+    traj, idx = mrf_spiral_trajectory(5, matrix=32, samples_per_readout=64, n_interleaves_full=8)
     assert traj.shape == (5, 64, 2) and traj.dtype == np.float32
     np.testing.assert_array_equal(idx, np.arange(5))
     ang = np.arctan2(traj[:, -1, 1], traj[:, -1, 0])
@@ -68,7 +68,7 @@ def test_golden_and_sequential_ordering():
 
 
 def test_fully_sampled_and_radial_shapes():
-    f = fully_sampled_spiral(3, matrix=32, n_samples=64, n_interleaves_full=8)
+    f = fully_sampled_spiral(3, matrix=32, samples_per_readout=64, n_interleaves_full=8)
     assert f.shape == (3, 8 * 64, 2)
     np.testing.assert_array_equal(f[0], f[2])
     r = radial_trajectory(10, 32)
@@ -90,3 +90,21 @@ def test_golden_angle_radial_spokes_per_frame():
     np.testing.assert_array_equal(flat, radial_trajectory(20, 32, golden=True))
     with pytest.raises(ValueError, match="spokes_per_frame"):
         golden_angle_radial(3, 0, 32)
+
+
+def test_the_readout_keyword_is_samples_per_readout():
+    """``n_samples`` (now the diffusion sample count only) is no keyword of the trajectories."""
+    from mrf_monai.acquisition.protocol import Protocol
+
+    for call in (
+        lambda: mrf_spiral_trajectory(3, 32, n_samples=64),
+        lambda: spiral_interleaf(32, n_samples=64),
+        lambda: fully_sampled_spiral(1, 32, n_samples=64),
+        lambda: golden_angle_radial(3, 2, n_samples=64),
+        lambda: Protocol.default(3, 32, n_samples=64),
+    ):
+        with pytest.raises(TypeError, match="n_samples"):
+            call()
+    traj, _ = mrf_spiral_trajectory(3, 32, samples_per_readout=64, n_interleaves_full=8)
+    assert traj.shape == (3, 64, 2)
+    assert Protocol.default(3, 32, samples_per_readout=64).samples_per_readout == 64

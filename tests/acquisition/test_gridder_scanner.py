@@ -36,7 +36,7 @@ def correlated(n_coils: int, shape: tuple[int, ...], g: torch.Generator) -> torc
 
 def make_data(n_coils: int, seed: int = 0, noise_level: float = 0.05, maps=None):
     g = torch.Generator().manual_seed(seed)
-    traj, _ = mrf_spiral_trajectory(T, matrix=N, n_samples=S)
+    traj, _ = mrf_spiral_trajectory(T, matrix=N, samples_per_readout=S)
     basis, _ = torch.linalg.qr(torch.randn(T, R, dtype=torch.complex64, generator=g))
     maps = simulate_coil_maps(n_coils, (N, N), phase_offset_rad=0.4) if maps is None else maps
     c = torch.randn(R, N, N, dtype=torch.complex64, generator=g)

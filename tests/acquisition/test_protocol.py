@@ -161,7 +161,7 @@ def test_protocol_validation():
     with pytest.raises(ValueError, match="NaN"):
         Protocol(p.sequence, np.full_like(p.trajectory, np.nan), 4)
     assert not p.trajectory.flags.writeable
-    default = Protocol.default(n_frames=20, matrix=32, n_samples=128)
+    default = Protocol.default(n_frames=20, matrix=32, samples_per_readout=128)
     assert default == spiral_protocol(20) and default.readouts().shape == (20, 1, 128, 2)
 
 

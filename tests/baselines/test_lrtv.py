@@ -152,7 +152,7 @@ def test_lrtv_reconstructor_on_spiral_raw_data_beats_gridding():
     c[:, 6:26, 5:27] = atoms[d.n_atoms // 3][:, None, None]
     c[:, 10:20, 12:22] = atoms[2 * d.n_atoms // 3][:, None, None]
     c[:, 14:24, 8:12] = 0.5 * atoms[d.n_atoms // 2][:, None, None]
-    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, n_samples=100)
+    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, samples_per_readout=100)
     maps = simulate_coil_maps(2, (n, n))
     k = SubspaceNufftOperator(traj, d.basis, (n, n), maps).forward(c)
     g = torch.Generator().manual_seed(0)
@@ -194,7 +194,7 @@ def test_lrtv_uses_the_shared_solvers_and_the_gridding_front_end():
         assert getattr(lrtv, name) is getattr(algorithms, name)
     n, n_frames = 16, 8
     g = torch.Generator().manual_seed(6)
-    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, n_samples=64)
+    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, samples_per_readout=64)
     basis, _ = torch.linalg.qr(torch.randn(n_frames, 2, dtype=torch.complex64, generator=g))
     maps = simulate_coil_maps(2, (n, n))
     k = SubspaceNufftOperator(traj, basis, (n, n), maps).forward(

@@ -56,7 +56,7 @@ def phantom(n: int = N):
     return label, fractions, pd
 
 
-def make_raw(n_coils: int = 2, n_samples: int = 128) -> tuple[RawSubject, np.ndarray, np.ndarray]:
+def make_raw(n_coils: int = 2, samples_per_readout: int = 128) -> tuple[RawSubject, np.ndarray, np.ndarray]:
     """Noise-free raw data whose every frame holds a fully sampled spiral."""
     sequence = fisp_mrf_jiang2015(N_FRAMES)
     label, fractions, pd = phantom()
@@ -66,7 +66,7 @@ def make_raw(n_coils: int = 2, n_samples: int = 128) -> tuple[RawSubject, np.nda
     series = np.zeros((N_FRAMES, N, N), dtype=np.complex128)
     for k in range(3):
         series += fingerprints[k][:, None, None] * (fractions[k] * pd)[None]
-    traj = fully_sampled_spiral(N_FRAMES, matrix=N, n_samples=n_samples)  # (T, S, 2)
+    traj = fully_sampled_spiral(N_FRAMES, matrix=N, samples_per_readout=samples_per_readout)  # (T, S, 2)
     maps = simulate_coil_maps(n_coils, (N, N)).numpy() if n_coils > 1 else np.ones((1, N, N))
     op = Nufft2D(traj[0], (N, N), eps=1e-9)
     coil_series = torch.as_tensor((maps[:, None] * series[None]).reshape(-1, N, N))

@@ -30,7 +30,7 @@ def _pairs(n_items: int = 6, n: int = 32, rank: int = 2, seed: int = 0) -> list[
     from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
 
     g = torch.Generator().manual_seed(seed)
-    traj, _ = mrf_spiral_trajectory(24, matrix=n, n_samples=96)
+    traj, _ = mrf_spiral_trajectory(24, matrix=n, samples_per_readout=96)
     q, _ = torch.linalg.qr(torch.randn(24, rank, dtype=torch.complex64, generator=g))
     op = SubspaceNufftOperator(traj, q, (n, n), None, pipe_menon_dcf(torch.as_tensor(traj), (n, n)))
     items = []
@@ -162,7 +162,7 @@ def test_resume_is_exact_and_time_budget_stops_and_resumes(tmp_path):
     assert ckpt["step"] == 6 and ckpt["format"] == "mrf_monai.baselines.unet/2" and len(ckpt["rng"]) == 1
 
 
-def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, n_samples: int = 96):
+def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, samples_per_readout: int = 96):
     """A real (small) dictionary and a raw subject of its sequence with a noise-free phantom."""
     import numpy as np
 
@@ -175,7 +175,7 @@ def _tiny_raw_and_dictionary(n_frames: int = 24, n: int = 24, n_samples: int = 9
     seq = fisp_mrf_jiang2015(n_frames)
     t1, t2 = t1t2_grid(step=0.3)
     d = build_dictionary(seq, t1, t2, rank=2)
-    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, n_samples=n_samples)
+    traj, interleaf = mrf_spiral_trajectory(n_frames, matrix=n, samples_per_readout=samples_per_readout)
     c = torch.zeros(2, n, n, dtype=torch.complex64)
     c[:, 6:18, 5:19] = d.compressed[len(d.compressed) // 2][:, None, None]
     k = SubspaceNufftOperator(traj, d.basis, (n, n)).forward(c)
@@ -213,7 +213,7 @@ def _bundle_runner(tmp_path, model_path, dictionary, raw):
 def _tsmi(runner, raw, dictionary=None):
     """The U-Net's compressed TSMI of slice 0 through the bundle's components."""
     if dictionary is not None:
-        runner.preprocessing.transforms[1].provider.fixed = dictionary
+        next(t for t in runner.preprocessing.transforms if hasattr(t, "provider")).provider.fixed = dictionary
     out, _, _ = runner.process_slice({"raw": raw, "slice": 0, "label": "01"})
     return out["tsmi"]
 

@@ -71,7 +71,7 @@ def write_subject(dataset: Path, label: str, dictionary) -> Path:
     from mrf_monai.io.ismrmrd import RawSubject, write_raw
 
     seq = dictionary.sequence
-    traj, interleaf = mrf_spiral_trajectory(seq.n_frames, matrix=MATRIX, n_samples=200)
+    traj, interleaf = mrf_spiral_trajectory(seq.n_frames, matrix=MATRIX, samples_per_readout=200)
     i, j = np.meshgrid(np.arange(MATRIX) - MATRIX // 2, np.arange(MATRIX) - MATRIX // 2, indexing="ij")
     r = np.hypot(i, j)
     atom = np.where(r < 6, 3, 10)  # two dictionary atoms

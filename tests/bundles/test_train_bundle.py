@@ -148,8 +148,8 @@ def test_recipe_noise_range_and_init_from_keys(tiny_run, tmp_path):
 def test_weights_record_the_training_protocol(tiny_run, tmp_path):
     """The trained weights carry the protocol of their pairs (``data.protocol``, checked at
     inference): the built-in one by default, a raw file's with the ``protocol`` key (its sequence,
-    radial trajectory with several spokes per frame, matrix and coils; ``matrix``, ``n_samples``
-    and ``n_coils`` then come from the file)."""
+    radial trajectory with several spokes per frame, matrix and coils; ``matrix``,
+    ``samples_per_readout`` and ``n_coils`` then come from the file)."""
     import numpy as np
 
     from mrf_monai.acquisition.protocol import Protocol
@@ -177,7 +177,10 @@ def test_weights_record_the_training_protocol(tiny_run, tmp_path):
     _, hp = load_weights(tmp_path / "t" / "run" / "model_final.pt")
     recorded = Protocol.from_dict(hp["data"]["protocol"])
     assert recorded == expected and recorded.readouts_per_frame == 3 and recorded.n_coils == 2
-    assert hp["data"]["matrix"] == 24 and hp["data"]["n_coils"] == 2 and hp["data"]["n_samples"] == 48
+    assert (
+        hp["data"]["matrix"] == 24 and hp["data"]["n_coils"] == 2 and hp["data"]["samples_per_readout"] == 48
+    )
+    assert "n_samples" not in hp["data"]  # one meaning: n_samples is the diffusion sample count
     assert hp["data"]["sequence_key"] == seq.key()
     with pytest.raises(Exception, match="trajectory"):
         _run(tmp_path / "u", max_steps=1, trajectory=str(tmp_path / "x.npy"))
@@ -189,7 +192,7 @@ def tiny_dataset(tmp_path_factory):
     from mrf_monai.simulation import simulate_subject
 
     root = tmp_path_factory.mktemp("subjects")
-    tiny = dict(n_frames=20, matrix=32, n_samples=64)
+    tiny = dict(n_frames=20, matrix=32, samples_per_readout=64)
     simulate_subject(root / "train", "01", seed=1, n_slices=2, split="train", **tiny)
     simulate_subject(root / "train", "02", seed=2, n_slices=1, split="train", **tiny)
     simulate_subject(root / "val", "01", seed=3, n_slices=1, split="val", **tiny)

@@ -93,7 +93,9 @@ def test_tiny_training_then_inference_end_to_end(tiny_run, tmp_path):
 
     # inference on a simulated test subject, through mrf_monai.pipeline.reconstruct_dataset
     data = tmp_path / "data"
-    simulate_subject(data, "01", seed=3, n_slices=1, n_frames=20, matrix=32, n_samples=64, split="test")
+    simulate_subject(
+        data, "01", seed=3, n_slices=1, n_frames=20, matrix=32, samples_per_readout=64, split="test"
+    )
     dictionary = cached_dictionary(seq, cache_dir=tiny_run / "cache", rank=2, step=0.3)  # the training one
     dict_path = save_dictionary(dictionary, tmp_path / "dictionary.h5")
     out = tmp_path / "out"
@@ -156,7 +158,7 @@ def test_recipe_noise_range_and_init_from_keys(tiny_run, tmp_path):
 def test_tiny_training_from_a_dataset_folder(tmp_path):
     from mrf_monai.simulation import simulate_subject
 
-    tiny = dict(n_frames=20, matrix=32, n_samples=64)
+    tiny = dict(n_frames=20, matrix=32, samples_per_readout=64)
     simulate_subject(tmp_path / "train", "01", seed=1, n_slices=2, split="train", **tiny)
     simulate_subject(tmp_path / "val", "01", seed=3, n_slices=1, split="val", **tiny)
     n = torch.get_num_threads()

@@ -72,7 +72,7 @@ def _raw(n_frames: int) -> RawSubject:
     fp = simulate_fisp(
         torch.tensor([t[0] for t in TISSUES]), torch.tensor([t[1] for t in TISSUES]), seq
     ).numpy()
-    traj = fully_sampled_spiral(n_frames, matrix=N, n_samples=96)
+    traj = fully_sampled_spiral(n_frames, matrix=N, samples_per_readout=96)
     series = np.einsum("kt,kxy->txy", fp, frac) * np.exp(0.4j)
     kspace = Nufft2D(traj[0], (N, N)).forward(torch.as_tensor(series, dtype=torch.complex64)).numpy()
     return RawSubject(
@@ -316,7 +316,7 @@ def test_output_on_a_file_system_nobody_may_write(three, capfd):
             ("unknown option(s) n_sampels for method 'svdmrf'; valid:", "dcf_iter"),
         ),
         (("--option", "dcf_iter=abc"), ('option dcf_iter="abc" (default 15)', "invalid literal for int()")),
-        (("--option", "coil_maps=best"), ('option coil_maps="best" (default "walsh")', "walsh")),
+        (("--option", "coil_maps=best"), ('option coil_maps="best" (default "inati")', "walsh")),
         (("--dictionary", "/nowhere/dict.h5"), ("/nowhere/dict.h5", "does not exist")),
         (("--trajectory", "/nowhere/traj.npy"), ("/nowhere/traj.npy", "not found")),
     ],

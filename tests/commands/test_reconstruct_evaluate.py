@@ -46,7 +46,7 @@ def _write_subject(dataset, label: str, n_frames: int = FRAMES, n_slices: int = 
     fp = simulate_fisp(
         torch.tensor([t[0] for t in TISSUES]), torch.tensor([t[1] for t in TISSUES]), seq
     ).numpy()
-    traj = fully_sampled_spiral(n_frames, matrix=N, n_samples=96)
+    traj = fully_sampled_spiral(n_frames, matrix=N, samples_per_readout=96)
     op = Nufft2D(traj[0], (N, N))
     kspace, t1s, t2s, pds, masks = [], [], [], [], []
     for s in range(n_slices):
@@ -255,7 +255,8 @@ def test_a_registered_method_config_with_samples_gives_std_maps(dataset, tmp_pat
     monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
     monkeypatch.setattr(methods, "REGISTRY", methods.MethodRegistry())
     config = json.loads(methods.method_config("svdmrf").config.read_text())
-    config["preprocessing"]["transforms"][3]["output_key"] = "cond"
+    grid = next(t for t in config["preprocessing"]["transforms"] if t["_target_"].endswith("GridSubspaced"))
+    grid["output_key"] = "cond"
     config["inferer"] = {"_target_": "noisy_replica.NoiseReplicaInferer", "noise": 0.3}
     config["postprocessing"]["transforms"] = [
         {"_target_": "mrf_monai.transforms.SampleMeand", "keys": "pred", "mean_key": "tsmi"},

@@ -143,7 +143,7 @@ def test_raw_dicom_metadata_reads_the_header(tmp_path):
     from mrf_monai.physics import fisp_mrf_jiang2015
 
     seq = fisp_mrf_jiang2015(3)
-    traj = np.asarray(fully_sampled_spiral(3, matrix=8, n_samples=64), np.float32)
+    traj = np.asarray(fully_sampled_spiral(3, matrix=8, samples_per_readout=64), np.float32)
     raw = RawSubject(
         kspace=np.ones((2, 1, 3, 64), np.complex64),
         traj=np.broadcast_to(traj, (2, *traj.shape)),

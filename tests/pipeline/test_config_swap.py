@@ -19,7 +19,7 @@ from mrf_monai.simulation.subjects import simulate_subject
 def subject(tmp_path_factory):
     root = tmp_path_factory.mktemp("swap")
     simulate_subject(
-        root / "data", "01", seed=2, n_slices=1, n_frames=24, matrix=32, n_samples=96, split="test"
+        root / "data", "01", seed=2, n_slices=1, n_frames=24, matrix=32, samples_per_readout=96, split="test"
     )
     t1, t2 = t1t2_grid(step=0.2)
     dictionary = build_dictionary(fisp_mrf_jiang2015(24), t1, t2, rank=3)
@@ -56,7 +56,8 @@ def test_swapping_a_transform_in_the_json_changes_the_run(subject, monkeypatch):
 
     # 2. another gridding: a cruder density compensation (2 Pipe-Menon iterations) changes the maps
     gridding = json.loads(json.dumps(config))
-    grid = gridding["preprocessing"]["transforms"][3]
+    transforms = gridding["preprocessing"]["transforms"]
+    grid = next(t for t in transforms if t["_target_"].endswith("GridSubspaced"))
     assert grid["_target_"] == "mrf_monai.transforms.GridSubspaced"
     grid["dcf_iter"] = 2
     other = _run(root, dict_path, "nodcf", gridding)

@@ -26,7 +26,7 @@ def test_builtin_methods_and_their_configs():
         config = json.loads(spec.config.read_text())
         assert "runner" in config and "run" in config, name
         assert (spec.bundle is None) == (name in ("svdmrf", "lrtv"))
-    assert method_options("lrtv")["lam"] == 0.015
+    assert method_options("lrtv")["lam"] == 0.01
     assert method_options("iddpm")["n_samples"] == 10
     with pytest.raises(ValueError, match="unknown reconstruction method 'nope'; available"):
         method_config("nope")

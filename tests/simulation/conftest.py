@@ -34,7 +34,9 @@ def make_dataset(dictionary, table_cache):
     from mrf_monai.simulation import SimulatedPairDataset
 
     def make(**kwargs):
-        args = dict(matrix=MATRIX, n_samples=N_SAMPLES, split="test", length=8, table_step=0.03, noise=0.0)
+        args = dict(
+            matrix=MATRIX, samples_per_readout=N_SAMPLES, split="test", length=8, table_step=0.03, noise=0.0
+        )
         args.update(kwargs)
         return SimulatedPairDataset(dictionary, cache_dir=table_cache, **args)
 

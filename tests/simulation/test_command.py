@@ -34,6 +34,7 @@ def test_simulate_command_writes_subjects_and_card(tmp_path, capsys):
     assert [p.name for p in subjects] == ["sub-000", "sub-001"]
     card = json.loads((out / "dataset.json").read_text())
     assert card["seeds"] == [10, 11] and card["split"] == "test" and card["n_frames"] == 8
+    assert card["samples_per_readout"] == 64 and "n_samples" not in card
     sim = json.loads((out / "sub-001" / "sim.json").read_text())
     assert sim["seed"] == 11 and sim["noise"]["relative"] == 0.001
     assert "wrote 2 subject(s)" in capsys.readouterr().out

@@ -59,7 +59,7 @@ def test_condition_matches_gridding_of_the_raw_file(tmp_path, pair_dataset, dict
         noise=0.0,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     raw = read_raw(d / "raw.h5")
     z = json.loads((d / "sim.json").read_text())["template_slices"][0]
@@ -90,7 +90,7 @@ def test_noise_statistics_match_the_raw_path(tmp_path, make_dataset, pair_datase
         noise=0.02,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     b = simulate_subject(
         tmp_path,
@@ -101,7 +101,7 @@ def test_noise_statistics_match_the_raw_path(tmp_path, make_dataset, pair_datase
         noise=0.0,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     op = clean.operator
     noise_raw = op.grid(torch.from_numpy(read_raw(a / "raw.h5").kspace[0] - read_raw(b / "raw.h5").kspace[0]))
@@ -147,9 +147,9 @@ def test_channels_layout():
 
 def test_arguments_are_checked(dictionary):
     with pytest.raises(ValueError, match="rank must be between"):
-        SimulatedPairDataset(dictionary, rank=9, matrix=MATRIX, n_samples=N_SAMPLES)
+        SimulatedPairDataset(dictionary, rank=9, matrix=MATRIX, samples_per_readout=N_SAMPLES)
     with pytest.raises(ValueError, match="split must be one of"):
-        SimulatedPairDataset(dictionary, split="dev", matrix=MATRIX, n_samples=N_SAMPLES)
+        SimulatedPairDataset(dictionary, split="dev", matrix=MATRIX, samples_per_readout=N_SAMPLES)
 
 
 def test_condition_with_coils_matches_the_raw_path(tmp_path, make_dataset, dictionary):
@@ -164,7 +164,7 @@ def test_condition_with_coils_matches_the_raw_path(tmp_path, make_dataset, dicti
         noise=0.0,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     raw = read_raw(d / "raw.h5")
     traj = torch.from_numpy(raw.traj[0])

@@ -22,7 +22,7 @@ from mrf_monai.physics.sequence import fisp_mrf_jiang2015
 from mrf_monai.simulation.scanner import b1_field, draw_b1_field
 from mrf_monai.simulation.subjects import simulate_subject, simulate_time_series
 
-SMALL = dict(n_frames=8, matrix=32, n_samples=128, split="test")
+SMALL = dict(n_frames=8, matrix=32, samples_per_readout=128, split="test")
 
 
 def test_default_subjects_keep_the_white_noise_draw(tmp_path):

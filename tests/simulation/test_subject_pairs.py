@@ -33,7 +33,7 @@ SPLIT = "test"
 
 
 def _simulate(root, label, seed, n_slices=1, noise=0.0, **kwargs):
-    args = dict(n_frames=N_FRAMES, split=SPLIT, matrix=MATRIX, n_samples=N_SAMPLES, noise=noise)
+    args = dict(n_frames=N_FRAMES, split=SPLIT, matrix=MATRIX, samples_per_readout=N_SAMPLES, noise=noise)
     args.update(kwargs)
     return simulate_subject(root, label, seed=seed, n_slices=n_slices, **args)
 

@@ -37,7 +37,7 @@ def subject(tmp_path_factory):
         noise=0.01,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     return d
 
@@ -56,6 +56,7 @@ def test_subject_folder_follows_the_contract(subject):
     z = card["template_slices"]
     assert all(s in split_slices("test") for s in z) and card["seed"] == 3 and card["split"] == "test"
     assert card["phantom_world"] is None  # today's phantoms (validation seeds record their draw)
+    assert card["samples_per_readout"] == N_SAMPLES and "n_samples" not in card
     assert np.allclose(raw.position_mm, [slice_position_mm(s, MATRIX) for s in z])
     assert np.allclose(raw.read_dir, [1, 0, 0]) and np.allclose(raw.slice_dir, [0, 0, 1])
     ref = read_reference(subject)
@@ -79,7 +80,7 @@ def test_noise_level_matches_definition(subject, tmp_path):
         noise=0.0,
         split="test",
         matrix=MATRIX,
-        n_samples=N_SAMPLES,
+        samples_per_readout=N_SAMPLES,
     )
     k_noisy = read_raw(subject / "raw.h5").kspace
     k_clean = read_raw(clean / "raw.h5").kspace
@@ -131,7 +132,7 @@ def test_choose_slices_equally_spaced_and_reproducible():
 
 def test_bad_label_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="alphanumeric"):
-        simulate_subject(tmp_path, "a-b", 0, n_frames=4, matrix=32, n_samples=64)
+        simulate_subject(tmp_path, "a-b", 0, n_frames=4, matrix=32, samples_per_readout=64)
 
 
 # ----------------------------------------------------------------- protocols (issue 14)
@@ -260,14 +261,29 @@ def test_failed_write_leaves_no_subject_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(io_subjects, "write_reference", full_disk)  # fails after raw.h5 was written
     with pytest.raises(OSError, match="No space left"):
-        simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, n_samples=64, noise=0.0)
+        simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, samples_per_readout=64, noise=0.0)
     assert list(tmp_path.iterdir()) == []  # raw.h5 was written into the hidden folder, now gone
     monkeypatch.undo()
     # a re-run over an earlier folder replaces the outputs and keeps the user's own files
-    d = simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, n_samples=64, noise=0.0)
+    d = simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, samples_per_readout=64, noise=0.0)
     (d / "notes.txt").write_text("mine")
     (d / "ref" / "sub-1_T1map.nii.gz").write_bytes(b"stale")
-    d = simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, n_samples=64, noise=0.0)
+    d = simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, samples_per_readout=64, noise=0.0)
     assert (d / "notes.txt").read_text() == "mine"
     assert read_reference(d)["t1_s"].shape == (32, 32, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub-1"]
+
+
+def test_the_readout_keyword_is_samples_per_readout(tmp_path):
+    """``n_samples`` (now the diffusion sample count only) is no keyword of the simulators."""
+    from mrf_monai.simulation import SimulatedPairDataset
+    from mrf_monai.simulation.subjects import subject_protocol
+
+    with pytest.raises(TypeError, match="n_samples"):
+        simulate_subject(tmp_path, "1", 0, n_frames=4, matrix=32, n_samples=64)
+    with pytest.raises(TypeError, match="n_samples"):
+        subject_protocol(4, 32, n_samples=64)
+    with pytest.raises(TypeError, match="n_samples"):
+        SimulatedPairDataset(None, matrix=32, n_samples=64)
+    assert list(tmp_path.iterdir()) == []
+    assert subject_protocol(4, 32, samples_per_readout=64).samples_per_readout == 64

@@ -21,7 +21,7 @@ from mrf_monai.simulation.validation_sets import (
 from .conftest import MATRIX, N_SAMPLES
 
 N_FRAMES = 12
-TINY = dict(n_frames=N_FRAMES, matrix=MATRIX, n_samples=N_SAMPLES)
+TINY = dict(n_frames=N_FRAMES, matrix=MATRIX, samples_per_readout=N_SAMPLES)
 
 
 def test_subject_lists():
@@ -63,6 +63,7 @@ def test_ood_set_is_written_and_reads_back(ood_set):
     assert manifest["set"] == "ood" and manifest["split"] == "val"
     assert manifest["noise"] == pytest.approx(DEFAULT_NOISE)
     assert manifest["n_frames"] == N_FRAMES and manifest["matrix"] == [MATRIX, MATRIX]
+    assert manifest["samples_per_readout"] == N_SAMPLES and "n_samples" not in manifest
     assert [e["phantom"] for e in manifest["subjects"]] == ["deformed", "synthetic"]
     assert "deformation" in manifest["subjects"][0]["ingredients"]
     assert manifest["subjects"][1]["ingredients"][0].startswith("synthetic-")

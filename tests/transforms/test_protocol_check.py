@@ -16,7 +16,9 @@ from mrf_monai.transforms import CheckProtocold
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("protocol")
-    simulate_subject(root, "01", seed=1, n_slices=1, n_frames=24, matrix=32, n_samples=96, split="test")
+    simulate_subject(
+        root, "01", seed=1, n_slices=1, n_frames=24, matrix=32, samples_per_readout=96, split="test"
+    )
     return read_raw(root / "sub-01" / "raw.h5")
 
 
@@ -53,5 +55,5 @@ def test_the_shipped_weights_record_the_built_in_protocol():
     for bundle in ("mrf_iddpm", "unet_baseline"):
         hp = load_hyper_parameters(bundle_file(bundle, "models/model.pt"))
         recorded = Protocol.from_dict(hp["data"]["protocol"])
-        assert recorded == Protocol.default(n_frames=200, matrix=230, n_samples=920)
+        assert recorded == Protocol.default(n_frames=200, matrix=230, samples_per_readout=920)
         assert recorded.sequence.key() == hp["data"]["sequence_key"]
