@@ -26,6 +26,36 @@ For a slice with maps (T1, T2, PD):
   the whole slice; both tensors are divided by it and returned as real channels
   ``[Re c_0..Re c_{R-1}, Im c_0..Im c_{R-1}]`` (float32, ``(2R, H, W)``).
 
+Scanner conditions (:mod:`mrf_monai.simulation.scanner`; off by default, and then the pairs are
+those of earlier versions bit for bit), drawn per subject exactly as ``simulate_subject`` draws
+them, from the subject seed's own random streams (so an item does not depend on the order of
+access):
+
+* **B1+ field** (``b1``: an amplitude or ``"random"``): the slice's field
+  (:func:`~mrf_monai.simulation.scanner.b1_field`) scales every voxel's flip angles, so the
+  reference is ``c = PD * basis^H EPG(T1, T2, B1)``, interpolated from a table with a B1 axis
+  (:class:`CompressedSignalTable` with ``b1_values``: nodes ``1 +- k * table_b1_step`` covering
+  ``1 +- a``, linear in B1), and the condition is the gridding of that k-space. The equivalence
+  with gridding ``raw.h5`` above holds unchanged (``simulate_subject(..., b1=...)``).
+* **correlated channel noise** (``noise_covariance``: ``"realistic"`` or a matrix ``Psi``,
+  several coils): the k-space noise of the coils is the white draw times the Cholesky factor
+  ``L`` of ``Psi`` (``E[n n^H] = sigma^2 Psi``), as in ``simulate_subject``. The condition is
+  what the gridder makes of such data at inference with a noise scan
+  (:class:`~mrf_monai.acquisition.gridding.SubspaceGridder`, ``prewhiten="auto"``): the channels
+  are whitened with ``W = L^{-1}`` (the known covariance: the limit of a long noise scan; the
+  overall scale of ``W`` cancels in the normalisation) and combined with the whitened maps
+  ``S' = W S / |W S|``. The signal of the combined image is then ``g * c`` with the gain
+  ``g = |W S|`` (1 without whitening, where ``sum |S|^2 = 1``; with realistic covariances it
+  varies by 7-20 % over the brain), so the reference is ``g * c``: the coil combination of
+  noise-free, alias-free data, the image whose maps every method of the pipeline estimates from
+  such data (matching is scale invariant; the PD carries ``g``, a receive weighting, which the
+  network is not asked to remove). The condition is ``A^H D A (g c)`` with the maps ``S'`` plus the
+  gridding of the whitened noise ``W n`` (white again). With ``prewhiten=False`` (inference on
+  data without a noise scan) the correlated noise is gridded with the maps ``S`` and the
+  reference stays ``c``. One coil is never whitened (as ``prewhiten="auto"``). Inference
+  compresses more than 8 channels to virtual coils after whitening; the pairs do not (a change
+  of < 0.1 % in the maps, ``docs/scanner-data.md``).
+
 Protocols: ``SimulatedPairDataset(..., protocol=P)`` (a
 :class:`~mrf_monai.acquisition.protocol.Protocol`, or the path of a raw file whose protocol to
 use) takes the trajectory (any number of readouts per frame), matrix, FOV and coils from ``P``;
@@ -42,7 +72,6 @@ them up to 30 times slower).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from os import PathLike
 from pathlib import Path
@@ -51,21 +80,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrf_monai.acquisition.coils import simulate_coil_maps
+from mrf_monai.acquisition.coils import combine_coils, simulate_coil_maps
 from mrf_monai.acquisition.density import pipe_menon_dcf
 from mrf_monai.acquisition.operators import SubspaceNufftOperator
+from mrf_monai.acquisition.prewhitening import prewhiten, whitening_matrix
 from mrf_monai.acquisition.protocol import Protocol
 from mrf_monai.acquisition.trajectory import mrf_spiral_trajectory
-from mrf_monai.io.atomic import atomic_write_path
 from mrf_monai.phantoms import FOV_MM, split_slices
+from mrf_monai.phantoms.anatomy import slice_position_mm
 from mrf_monai.phantoms.augment import SPLIT_CODE
 from mrf_monai.phantoms.recipe import PhantomRecipe, check_training_seeds, is_validation_seed
-from mrf_monai.phantoms.tissues import T1_RANGE_S, T2_RANGE_S
-from mrf_monai.physics.epg import simulate_fisp
+from mrf_monai.physics.dictionary import b1_grid
 from mrf_monai.physics.sequence import MRFSequence
 from mrf_monai.transforms.complex import complex_to_channels
 from mrf_monai.transforms.intensity import condition_scale  # the same scale as at inference
 
+from .scanner import B1_AMPLITUDE_RANGE, b1_field, draw_b1_field, noise_covariance_matrix
+from .signal_table import CompressedSignalTable
 from .subjects import DEFAULT_NOISE, SLICE_THICKNESS_MM, protocol_slice_maps
 
 __all__ = ["CompressedSignalTable", "SimulatedPairDataset", "load_protocol"]
@@ -154,105 +185,35 @@ def _protocol_settings(
     return nx, protocol.samples_per_readout, coils, protocol.trajectory
 
 
-class CompressedSignalTable:
-    """Compressed FISP fingerprints ``basis^H EPG(T1, T2)`` on a log-spaced (T1, T2) table.
+def _check_b1(b1: float | str | None) -> float | str | None:
+    """``SimulatedPairDataset(b1=...)``: ``None``, ``"random"`` or an amplitude in ``[0, 1)``."""
+    if b1 is None or b1 == "random":
+        return b1
+    if isinstance(b1, str) or isinstance(b1, bool):
+        raise ValueError(f"b1 must be null, 'random' or an amplitude a in [0, 1) (B1 = 1 +- a), got {b1!r}")
+    a = float(b1)
+    if not 0.0 <= a < 1.0:
+        raise ValueError(f"the B1 amplitude must lie in [0, 1) (B1 = 1 +- a), got {b1}")
+    return a
 
-    Nodes are ``T1 = t1_min * exp(step * i)`` and ``T2 = t2_min * exp(step * j)``; only nodes
-    that some cell with ``T2 <= T1`` needs are simulated (the others stay 0). Lookups
-    interpolate bilinearly in ``(log T1, log T2)`` and clamp to the table's range.
 
-    Args:
-        sequence: the MRF sequence (T frames).
-        basis: ``(T, R)`` complex temporal basis.
-        step: spacing of the nodes in natural-log units (0.01 = 1 %).
-        t1_range_s, t2_range_s: table range, seconds (default: the dictionary defaults).
-        device: where the table is simulated and kept.
-        cache_dir: optional folder: the table is saved there (keyed by the sequence, basis,
-            step and ranges) and loaded instead of recomputed next time.
-    """
+def _b1_nodes(b1: float | str, step: float) -> torch.Tensor:
+    """B1 nodes ``1 +- k step`` (``k >= 1``) of the signal table, covering ``1 +- a``."""
+    if not 0 < float(step) <= 0.25:
+        raise ValueError(f"table_b1_step must be in (0, 0.25], got {step}")
+    a = B1_AMPLITUDE_RANGE[1] if b1 == "random" else float(b1)
+    k = max(1, math.ceil(a / float(step) - 1e-6))
+    return b1_grid((1.0 - k * float(step), 1.0 + k * float(step)), float(step), dtype=torch.float64)
 
-    def __init__(
-        self,
-        sequence: MRFSequence,
-        basis: torch.Tensor,
-        step: float = 0.01,
-        t1_range_s: tuple[float, float] = T1_RANGE_S,
-        t2_range_s: tuple[float, float] = T2_RANGE_S,
-        device: torch.device | str = "cpu",
-        cache_dir: str | Path | None = None,
-    ) -> None:
-        if not 0 < step <= 0.1:
-            raise ValueError(f"step must be in (0, 0.1] (natural-log units; 0.01 = 1 %), got {step}")
-        basis = torch.as_tensor(basis).to(device, torch.complex64)
-        if basis.ndim != 2 or basis.shape[0] != sequence.n_frames:
-            raise ValueError(
-                f"basis must be (T, R) with T = {sequence.n_frames} frames of the sequence, "
-                f"got {tuple(basis.shape)}"
-            )
-        self.step = float(step)
-        self.log_t1_min = math.log(t1_range_s[0])
-        self.log_t2_min = math.log(t2_range_s[0])
-        self.n1 = int(math.ceil(math.log(t1_range_s[1] / t1_range_s[0]) / step)) + 1
-        self.n2 = int(math.ceil(math.log(t2_range_s[1] / t2_range_s[0]) / step)) + 1
-        self.rank = int(basis.shape[1])
-        self.device = torch.device(device)
-        key = hashlib.sha1(
-            (sequence.key() + repr((step, tuple(t1_range_s), tuple(t2_range_s)))).encode()
-            + basis.detach().cpu().numpy().tobytes()
-        ).hexdigest()[:16]
-        path = None if cache_dir is None else Path(cache_dir) / f"signal_table_{key}.pt"
-        if path is not None and path.exists():
-            table = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            table = self._simulate(sequence, basis)
-            if path is not None:
-                with atomic_write_path(path) as tmp:
-                    torch.save(table.cpu(), tmp)
-        self.table = table.to(self.device).reshape(self.n1 * self.n2, self.rank)
 
-    def _simulate(self, sequence: MRFSequence, basis: torch.Tensor) -> torch.Tensor:
-        dev = basis.device
-        lt1 = self.log_t1_min + self.step * torch.arange(self.n1, dtype=torch.float64)
-        lt2 = self.log_t2_min + self.step * torch.arange(self.n2, dtype=torch.float64)
-        g1, g2 = torch.meshgrid(lt1, lt2, indexing="ij")
-        # nodes used by cells holding some T2 <= T1 (corner (i, j + 1) of a cell at the diagonal)
-        need = g2 <= g1 + 2.0 * self.step + 1e-9
-        t1 = g1[need].exp().to(dev, torch.float32)
-        t2 = g2[need].exp().to(dev, torch.float32)
-        table = torch.zeros(self.n1, self.n2, self.rank, dtype=torch.complex64, device=dev)
-        comp = torch.empty(t1.shape[0], self.rank, dtype=torch.complex64, device=dev)
-        chunk = 65536
-        for s in range(0, t1.shape[0], chunk):
-            sig = simulate_fisp(t1[s : s + chunk], t2[s : s + chunk], sequence)
-            comp[s : s + chunk] = sig @ basis.conj()
-        table[need.to(dev)] = comp
-        return table
-
-    def to(self, device: torch.device | str) -> CompressedSignalTable:
-        """Move the table to ``device`` (in place); returns ``self``."""
-        self.device = torch.device(device)
-        self.table = self.table.to(self.device)
-        return self
-
-    def __call__(self, t1_s: torch.Tensor, t2_s: torch.Tensor) -> torch.Tensor:
-        """Compressed fingerprints ``(..., R)`` complex64 of ``t1_s``, ``t2_s`` (seconds, same shape)."""
-        t1 = torch.as_tensor(t1_s, device=self.device).to(torch.float32)
-        t2 = torch.as_tensor(t2_s, device=self.device).to(torch.float32)
-        if t1.shape != t2.shape:
-            raise ValueError(
-                f"t1_s and t2_s must have one shape, got {tuple(t1.shape)} and {tuple(t2.shape)}"
-            )
-        u = ((t1.clamp_min(1e-12).log() - self.log_t1_min) / self.step).clamp(0.0, self.n1 - 1 - 1e-4)
-        v = ((t2.clamp_min(1e-12).log() - self.log_t2_min) / self.step).clamp(0.0, self.n2 - 1 - 1e-4)
-        i0 = u.floor().long()
-        j0 = v.floor().long()
-        a = (u - i0).unsqueeze(-1)
-        b = (v - j0).unsqueeze(-1)
-        base = i0 * self.n2 + j0
-        tab = self.table
-        c00, c01 = tab[base], tab[base + 1]
-        c10, c11 = tab[base + self.n2], tab[base + self.n2 + 1]
-        return (1 - a) * ((1 - b) * c00 + b * c01) + a * ((1 - b) * c10 + b * c11)
+def _covariance_spec(spec: Any, n_coils: int) -> str | np.ndarray | None:
+    """``SimulatedPairDataset(noise_covariance=...)``: ``None`` (white), ``"realistic"`` (drawn per
+    subject) or the checked ``(C, C)`` matrix (a nested list from a config is accepted)."""
+    if isinstance(spec, str):
+        return None if noise_covariance_matrix(spec, n_coils) is None else spec  # checks the name
+    if spec is None:
+        return None
+    return noise_covariance_matrix(spec if isinstance(spec, torch.Tensor) else np.asarray(spec), n_coils)
 
 
 class SimulatedPairDataset(torch.utils.data.Dataset):
@@ -294,6 +255,20 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         noise_range: ``(low, high)`` factors of ``noise``: item ``i`` is simulated at
             ``noise * f_i`` with ``f_i`` log-uniform in the range (e.g. ``(0.5, 5.0)``), drawn
             from the item's own stream (``None``: every item at ``noise``).
+        b1: a B1+ field per subject, as ``simulate_subject(b1=...)`` draws it
+            (:mod:`mrf_monai.simulation.scanner`, from the subject's own random stream):
+            ``None`` (B1 = 1, the default), an amplitude ``a`` (B1 = 1 +- a over the brain) or
+            ``"random"`` (``a`` drawn per subject from 0.10-0.25). The reference is then the
+            compressed fingerprint at each voxel's B1 (flip angles scaled by it).
+        noise_covariance: channel noise covariance, as ``simulate_subject(noise_covariance=...)``:
+            ``None`` / ``"white"`` (the default white noise), ``"realistic"``
+            (:func:`~mrf_monai.acquisition.coils.realistic_noise_covariance` of the subject seed)
+            or a ``(C, C)`` matrix: each coil's k-space noise has covariance ``sigma^2 Psi``.
+        prewhiten: with a ``noise_covariance`` and several coils, grid the prewhitened channels
+            as inference does with a noise scan (module docstring; default), or (``False``) the
+            raw correlated channels, as inference does without one.
+        table_b1_step: B1 spacing of the signal table's B1 axis with ``b1`` (nodes ``1 +- k
+            step`` covering the field's range).
 
     Items are dicts: ``image`` and ``cond`` ``(2R, H, W)`` float32, ``scale`` (0-d float32),
     ``seed`` and ``slice_index`` (the phantom) and, with ``patch_size``, ``patch_origin``.
@@ -321,6 +296,10 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         protocol: Protocol | str | PathLike | None = None,
         recipe: PhantomRecipe | dict | None = None,
         noise_range: tuple[float, float] | None = None,
+        b1: float | str | None = None,
+        noise_covariance: str | np.ndarray | torch.Tensor | list | None = None,
+        prewhiten: bool = True,
+        table_b1_step: float = 0.05,
     ) -> None:
         prot = _resolve_protocol(protocol, trajectory, dictionary.sequence)
         if prot is not None:
@@ -358,6 +337,9 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         self.noise_range = noise_range
         check_training_seeds(self.seed * 2**32, self.length, split)  # validation seeds are refused
         self.n_coils = int(n_coils)
+        self.b1 = _check_b1(b1)
+        self.noise_covariance = _covariance_spec(noise_covariance, self.n_coils)
+        self.prewhiten = bool(prewhiten)
         self.patch_size = patch_size
         self.augment = augment
         self.quantile = quantile
@@ -393,7 +375,12 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             device=self.device,
         )
         self.table = CompressedSignalTable(
-            self.sequence, self.basis, table_step, device=self.device, cache_dir=cache_dir
+            self.sequence,
+            self.basis,
+            table_step,
+            device=self.device,
+            cache_dir=cache_dir,
+            b1_values=None if self.b1 is None else _b1_nodes(self.b1, table_b1_step),
         )
         self._slices = split_slices(split)
 
@@ -430,15 +417,63 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         lo, hi = self.noise_range
         return self.noise * math.exp(rng.uniform(math.log(lo), math.log(hi)))
 
-    def reference(self, maps: dict[str, np.ndarray]) -> torch.Tensor:
-        """Compressed reference TSMI ``(R, Nx, Ny)`` complex64 of parameter maps."""
+    def reference(self, maps: dict[str, np.ndarray], b1: np.ndarray | None = None) -> torch.Tensor:
+        """Compressed reference TSMI ``(R, Nx, Ny)`` complex64 of parameter maps, at the relative
+        transmit field ``b1`` (``(Nx, Ny)``; ``None``: B1 = 1)."""
         pd = torch.as_tensor(maps["pd"]).to(self.device, torch.complex64)
         has = pd.abs() > 0
         t1 = torch.as_tensor(maps["t1_s"]).to(self.device)
         t2 = torch.as_tensor(maps["t2_s"]).to(self.device)
         c = torch.zeros(self.rank, *pd.shape, dtype=torch.complex64, device=self.device)
-        c[:, has] = (self.table(t1[has], t2[has]) * pd[has][:, None]).T
+        if b1 is None:
+            comp = self.table(t1[has], t2[has])
+        else:
+            comp = self.table(t1[has], t2[has], torch.as_tensor(b1).to(self.device)[has])
+        c[:, has] = (comp * pd[has][:, None]).T
         return c
+
+    def b1_map(self, seed: int, mask: np.ndarray, z_mm: float) -> np.ndarray | None:
+        """The B1+ field ``(Nx, Ny)`` of subject ``seed``'s slice at ``z_mm`` with brain ``mask``,
+        drawn as ``simulate_subject`` draws it (``None`` without ``b1``)."""
+        if self.b1 is None:
+            return None
+        return b1_field(mask, z_mm, draw_b1_field(int(seed), self.split, self.b1))
+
+    def subject_covariance(self, seed: int) -> torch.Tensor | None:
+        """The ``(C, C)`` channel noise covariance of subject ``seed`` (``None``: white noise)."""
+        if self.noise_covariance is None:
+            return None
+        cov = (
+            noise_covariance_matrix(self.noise_covariance, self.n_coils, int(seed))
+            if isinstance(self.noise_covariance, str)
+            else self.noise_covariance
+        )
+        return torch.as_tensor(cov).to(self.device, torch.complex128)
+
+    def coil_noise(self, seed: int, sigma: float, covariance: torch.Tensor | None = None) -> torch.Tensor:
+        """k-space noise ``(C, T, S)`` complex64 of noise seed ``seed``: white with ``E|n|^2 =
+        sigma^2``, or, with ``covariance = L L^H``, that draw times ``L`` (``E[n n^H] = sigma^2 Psi``)."""
+        g = torch.Generator(device=self.device).manual_seed(int(seed) % 2**63)
+        shape = (self.n_coils, self.n_frames, self.traj.shape[1])
+        n = torch.randn(*shape, dtype=torch.complex64, generator=g, device=self.device) * sigma
+        if covariance is None:
+            return n
+        chol = torch.linalg.cholesky(covariance.to(self.device, torch.complex128)).to(torch.complex64)
+        return (chol @ n.reshape(self.n_coils, -1)).reshape(shape)
+
+    def whitened_coils(
+        self, covariance: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """What prewhitening with a known ``covariance`` makes of the coils (module docstring): the
+        whitening matrix ``W``, the whitened maps ``W S / |W S|`` ``(C, Nx, Ny)`` and the gain
+        ``g = |W S|`` ``(Nx, Ny)``; ``None`` when nothing is whitened (white noise, one coil, or
+        ``prewhiten=False``)."""
+        if covariance is None or self.coil_maps is None or not self.prewhiten:
+            return None
+        w = whitening_matrix(covariance).to(self.device)
+        ws = (w @ self.coil_maps.reshape(self.n_coils, -1)).reshape(self.coil_maps.shape)
+        gain = torch.linalg.vector_norm(ws, dim=0)
+        return w, ws / gain.clamp_min(1e-30), gain
 
     def noise_sigma(self, c: torch.Tensor, noise: float | None = None) -> float:
         """k-space noise sigma of a reference ``c`` (same definition as ``simulate_subject``) at
@@ -456,12 +491,13 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
         """The (unpatched) pair of subject ``seed`` at template slice ``slice_index``.
 
         ``index_seed`` seeds the k-space noise (default: ``seed``); ``noise`` is its relative
-        level (default: the dataset's ``noise``). Returns the normalised
+        level (default: the dataset's ``noise``). The B1 field and the noise covariance are the
+        subject's (:meth:`b1_map`, :meth:`subject_covariance`). Returns the normalised
         ``image``/``cond`` channels, ``scale`` and the complex ``reference``/``condition``
         before normalisation.
         """
         recipe = None if is_validation_seed(seed) else self.recipe  # validation seeds: fixed recipe
-        maps, _ = protocol_slice_maps(
+        maps, m = protocol_slice_maps(
             seed,
             slice_index,
             (self.matrix, self.matrix),
@@ -470,17 +506,23 @@ class SimulatedPairDataset(torch.utils.data.Dataset):
             self.augment,
             recipe=recipe,
         )
-        c = self.reference(maps)
-        cond = self.toeplitz(c)
+        field = self.b1_map(seed, maps["mask"], float(slice_position_mm(int(slice_index), m)[2]))
+        c = self.reference(maps, field)
         level = self.noise if noise is None else float(noise)
-        sigma = self.noise_sigma(c, level) if level > 0 else 0.0
+        sigma = self.noise_sigma(c, level) if level > 0 else 0.0  # of the raw (unwhitened) k-space
+        cov = self.subject_covariance(seed)
+        white = self.whitened_coils(cov)
+        if white is None:
+            cond = self.toeplitz(c)
+        else:  # the coil combination of the whitened channels: gain g = |W S| on the image
+            c = c * white[2]
+            cond = self.toeplitz(c, white[1])
         if sigma > 0:
-            g = torch.Generator(device=self.device).manual_seed(
-                int(seed if index_seed is None else index_seed) % 2**63
-            )
-            shape = (self.n_coils, self.n_frames, self.traj.shape[1])
-            n = torch.randn(*shape, dtype=torch.complex64, generator=g, device=self.device) * sigma
-            cond = cond + self.noise_operator.grid(n)
+            n = self.coil_noise(seed if index_seed is None else index_seed, sigma, cov)
+            if white is None:
+                cond = cond + self.noise_operator.grid(n)
+            else:
+                cond = cond + combine_coils(self.noise_operator.grid_coils(prewhiten(n, white[0])), white[1])
         return {
             **normalised_pair(c, cond, self.quantile),
             "sigma": sigma,

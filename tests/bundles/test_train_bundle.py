@@ -260,3 +260,28 @@ def test_shipped_weights_load_into_network_def_as_ckpt_export_does():
         traced = torch.jit.trace(net, (x, t))
         x2, t2 = torch.randn(2, 20, 64, 32, generator=g), torch.tensor([3, 900])
         assert torch.equal(traced(x2, t2), shipped(x2, t2))
+
+
+@pytest.mark.parametrize("bundle", ["mrf_iddpm", "unet_baseline"])
+def test_scanner_condition_keys_reach_the_training_pairs(bundle, tmp_path):
+    """``b1_field`` and ``noise_covariance`` (default null: today's pairs) go to the simulated
+    training pairs only (validation stays in today's world) and into ``data_hyper_parameters``."""
+    configs = CONFIGS.parents[1] / bundle / "configs"
+    default = ConfigParser()
+    default.read_config(str(configs / "train.json"))
+    assert [default.get_parsed_content(k) for k in ("b1_field", "noise_covariance")] == [None, None]
+    assert default["train"]["simulated"]["b1"] == "@b1_field"
+    assert "b1" not in default["validate"]["simulated"]
+    parser = ConfigParser()
+    parser.read_config([str(configs / "train.json"), str(configs / "train_tiny.json")])
+    parser.update(
+        {"b1_field": "random", "noise_covariance": "realistic", "n_coils": 2, "cache_dir": str(tmp_path)}
+    )
+    train = parser.get_parsed_content("train#simulated")
+    assert train.b1 == "random" and train.noise_covariance == "realistic" and train.n_coils == 2
+    assert train.table.b1_values[0] == 0.75 and train.table.b1_values[-1] == 1.25
+    assert train[0]["image"].shape == (4, 32, 32)
+    val = parser.get_parsed_content("validate#simulated")
+    assert val.b1 is None and val.noise_covariance is None and val.table.b1_axis is None
+    data = parser.get_parsed_content("data_hyper_parameters")
+    assert data["b1_field"] == "random" and data["noise_covariance"] == "realistic"
