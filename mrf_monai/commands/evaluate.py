@@ -21,8 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "against a dataset with reference maps; writes OUT/metrics.csv (one row per method and "
         "subject) and OUT/summary.md (mean ± std per method), prints the summary table and where "
         "the report went. A subject that cannot be evaluated is reported (once, on stderr, and in "
-        "summary.md) and the others are still evaluated. Exit status: 0 all evaluated, 1 some "
-        "subject(s) not evaluated, 2 bad arguments (e.g. OUT is a file).",
+        "summary.md) and the others are still evaluated. A method whose folder has std maps "
+        "(desc-std_T1map/T2map, e.g. MRF-IDDPM) also gets the std calibration columns (Spearman of "
+        "|error| and std, RMSE/std, ECE) and OUT/calibration_<method>.png. Exit status: 0 all "
+        "evaluated, 1 some subject(s) not evaluated, 2 bad arguments (e.g. OUT is a file).",
     )
     p.add_argument(
         "--pred", nargs="+", required=True, metavar="DIR", help="prediction folder(s), one per method"
@@ -74,7 +76,7 @@ def check_output_folder(out: str | os.PathLike) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate and write the report; returns the exit status."""
-    from ..evaluation.report import collect_metrics, summary_table, write_report
+    from ..evaluation.report import collect_metrics, summary_table, write_calibration_figures, write_report
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -107,14 +109,22 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         log(f"{PROG}: error: cannot write the report into {out}: {err}")
         return 2
+    try:
+        figures = write_calibration_figures(rows, args.pred, args.ref, out, args.methods)
+    except (ValueError, OSError) as err:
+        log(f"{PROG}: error: cannot write the calibration figure into {out}: {err}")
+        return 2
+    wrote = f"{csv_path} and {md_path}"
+    if figures:
+        wrote = f"{csv_path}, {md_path} and {', '.join(str(f) for f in figures)}"
     if rows:
         print(summary_table(rows), end="")
     if failures:
         log(
             f"{PROG}: {len(failures)} of {len(rows) + len(failures)} subject evaluation(s) failed "
-            f"(listed above and in {md_path}); wrote {csv_path} and {md_path}"
+            f"(listed above and in {md_path}); wrote {wrote}"
         )
         return 1
     n_methods = len({r["method"] for r in rows})
-    print(f"evaluated {len(rows)} subject(s) of {n_methods} method(s): wrote {csv_path} and {md_path}")
+    print(f"evaluated {len(rows)} subject(s) of {n_methods} method(s): wrote {wrote}")
     return 0

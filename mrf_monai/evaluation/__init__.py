@@ -1,4 +1,5 @@
-"""Evaluation: map and TSMI metrics (``metrics``) and method comparison reports (``report``)."""
+"""Evaluation: map and TSMI metrics (``metrics``), std-map calibration (``uncertainty``) and method
+comparison reports (``report``)."""
 
 from .metrics import (
     evaluate_subject,
@@ -12,6 +13,7 @@ from .metrics import (
     ssim,
     tsmi_metrics,
 )
+from .uncertainty import uncertainty_calibration, uncertainty_metrics
 
 __all__ = [
     "evaluate_subject",
@@ -24,4 +26,6 @@ __all__ = [
     "rmse",
     "ssim",
     "tsmi_metrics",
+    "uncertainty_calibration",
+    "uncertainty_metrics",
 ]

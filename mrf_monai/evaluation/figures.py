@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["map_comparison_figure", "uncertainty_scatter_figure"]
+__all__ = ["calibration_figure", "map_comparison_figure", "uncertainty_scatter_figure"]
 
 #: Display windows in ms (brain at 3 T): T1 up to 4 s covers CSF, T2 up to 300 ms keeps
 #: tissue contrast visible (CSF saturates, as in clinical displays).
@@ -146,3 +146,82 @@ def uncertainty_scatter_figure(
     plt.close(fig)
     tmp.replace(path)
     return path, correlations
+
+
+def calibration_figure(
+    path: str | Path,
+    pooled: Mapping[str, Mapping],
+    subjects: Mapping[str, Mapping[str, Mapping]] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Calibration curves of std maps: RMSE of the error against the predicted std, per quantity.
+
+    One panel per quantity (T1, T2) on log-log axes: the pooled curve (markers), one thin line
+    per subject, and the identity line (a calibrated std). Points above the line are
+    over-confident bins (errors larger than the std), below it under-confident ones. Bins whose
+    std is 0 cannot be drawn on a log axis; their share of voxels is given in the legend.
+
+    Args:
+        path: output PNG path.
+        pooled: quantity -> result of
+            :func:`mrf_monai.evaluation.uncertainty.uncertainty_calibration` over all voxels.
+        subjects: optional subject -> quantity -> the same result for that subject alone.
+        title: optional figure title.
+
+    Returns:
+        The path written (atomically: a temporary name, then renamed).
+    """
+    from ..io.atomic import atomic_write_path
+
+    plt = _pyplot()
+    quantities = [q for q in ("T1", "T2") if q in pooled]
+    fig, axes = plt.subplots(1, max(len(quantities), 1), figsize=(4.6 * max(len(quantities), 1), 4.4))
+    axes = np.atleast_1d(axes)
+    for ax, quantity in zip(axes, quantities):
+        drawn: list[np.ndarray] = []  # every value drawn, for common square limits
+        for curves in (subjects or {}).values():
+            if quantity not in curves:
+                continue
+            x, y = np.asarray(curves[quantity]["bin_std_rms_ms"]), np.asarray(curves[quantity]["bin_rmse_ms"])
+            keep = (x > 0) & (y > 0)
+            ax.plot(x[keep], y[keep], color="0.6", lw=0.8, alpha=0.8)
+            drawn += [x[keep], y[keep]]
+        c = pooled[quantity]
+        x, y = np.asarray(c["bin_std_rms_ms"]), np.asarray(c["bin_rmse_ms"])
+        n = np.asarray(c["bin_n_voxels"])
+        keep = (x > 0) & (y > 0)
+        zero_share = 100.0 * n[x == 0].sum() / max(int(n.sum()), 1)
+        label = "pooled bins" + (
+            f" ({zero_share:.0f} % of voxels with std 0 not drawn)" if zero_share else ""
+        )
+        ax.plot(x[keep], y[keep], "o-", color="C0", ms=4, label=label)
+        drawn += [x[keep], y[keep]]
+        if subjects:
+            ax.plot([], [], color="0.6", lw=0.8, label="single subjects")
+        values = np.concatenate(drawn)
+        lo, hi = (values.min(), values.max()) if values.size else (1.0, 10.0)
+        line = np.array([lo / 1.5, hi * 1.5])
+        ax.plot(line, line, "k--", lw=1, label="calibrated (RMSE = std)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(line)
+        ax.set_ylim(line)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"predicted std of {quantity}, RMS in bin (ms)")
+        ax.set_ylabel(f"RMSE of {quantity} in bin (ms)")
+        ax.set_title(
+            f"{quantity}: Spearman {c['spearman']:.2f}, median bin RMSE/std {c['rmse_over_std']:.2f}, "
+            f"ECE {c['ece_ms']:.3g} ms",
+            fontsize=9,
+        )
+        ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_write_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    return path

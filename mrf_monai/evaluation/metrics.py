@@ -188,6 +188,8 @@ def tsmi_metrics(pred, ref, mask) -> dict[str, float]:
 
 #: BIDS suffix of each map the evaluation reads from a prediction folder.
 _MAP_SUFFIXES = {"t1_s": "T1map", "t2_s": "T2map", "pd": "PDmap"}
+#: Optional standard-deviation maps of probabilistic methods (seconds, like T1/T2).
+_STD_SUFFIXES = {"t1_std_s": "desc-std_T1map", "t2_std_s": "desc-std_T2map"}
 _UNIT_SCALE = {"s": 1.0, "second": 1.0, "seconds": 1.0, "ms": 1e-3, "millisecond": 1e-3, "milliseconds": 1e-3}
 #: Suffix of the compressed TSMI that ``mrf-monai reconstruct`` writes next to the maps (the
 #: pipeline's ``TSMI_SUFFIX``; repeated here because evaluation must not import the pipeline).
@@ -230,8 +232,8 @@ def read_prediction(pred_dir, label: str | None = None) -> dict[str, np.ndarray]
     """Read the maps of one predicted subject folder (``sub-<label>/``), T1/T2 in seconds.
 
     Units come from each map's JSON sidecar (``"Units"``: ``s`` or ``ms``; seconds when
-    absent). Returns ``t1_s``, ``t2_s`` (and ``pd``, ``tsmi`` ``(R, Nx, Ny, S)`` complex when
-    present) as arrays shaped ``(Nx, Ny, S)``.
+    absent). Returns ``t1_s``, ``t2_s`` (and ``pd``, ``t1_std_s``, ``t2_std_s`` in seconds,
+    ``tsmi`` ``(R, Nx, Ny, S)`` complex when present) as arrays shaped ``(Nx, Ny, S)``.
 
     Raises:
         FileNotFoundError: a T1 or T2 map is missing (naming it).
@@ -242,10 +244,10 @@ def read_prediction(pred_dir, label: str | None = None) -> dict[str, np.ndarray]
     pred_dir = Path(pred_dir)
     label = label or pred_dir.name.removeprefix("sub-")
     out: dict[str, np.ndarray] = {}
-    for key, suffix in _MAP_SUFFIXES.items():
+    for key, suffix in {**_MAP_SUFFIXES, **_STD_SUFFIXES}.items():
         path = _prediction_path(pred_dir, label, suffix)
         if not path.is_file():
-            if key == "pd":
+            if key not in ("t1_s", "t2_s"):
                 continue
             raise FileNotFoundError(
                 f"{path} is missing: is {pred_dir} the output folder of `mrf-monai reconstruct`?"
@@ -269,12 +271,12 @@ def _check_shapes(pred: dict, pred_dir, label: str, ref_subject_dir, shape: tupl
     """A ``ValueError`` naming both files and both shapes when a prediction is not on the reference grid."""
     from ..io.subjects import reference_path
 
-    for key, suffix in (*_MAP_SUFFIXES.items(), ("tsmi", TSMI_SUFFIX)):
+    for key, suffix in (*_MAP_SUFFIXES.items(), *_STD_SUFFIXES.items(), ("tsmi", TSMI_SUFFIX)):
         if key not in pred:
             continue
         got = tuple(pred[key].shape[1:] if key == "tsmi" else pred[key].shape)
         if got != tuple(shape):
-            ref_file = reference_path(ref_subject_dir, suffix if key != "tsmi" else "mask")
+            ref_file = reference_path(ref_subject_dir, suffix if key in _MAP_SUFFIXES else "mask")
             raise ValueError(
                 f"{_prediction_path(pred_dir, label, suffix)} has shape {_shape_text(got)} but the reference "
                 f"{ref_file} has {_shape_text(shape)} (Nx x Ny x slices): the prediction is not on the "
@@ -349,13 +351,16 @@ def evaluate_subject(pred_dir, ref_subject_dir, dictionary=None) -> dict[str, fl
             truncated to the TSMI's). TSMI metrics are skipped when there is no TSMI.
 
     Returns:
-        ``map_metrics`` (``T1_MAPE``, ``T1_RMSE_ms``, ...), ``TSMI_*`` when available and
+        ``map_metrics`` (``T1_MAPE``, ``T1_RMSE_ms``, ...), ``TSMI_*`` when available, the
+        std-map calibration (``T1_spearman``, ``T1_RMSE_over_std``, ``T1_ECE_ms``, same for T2;
+        :mod:`mrf_monai.evaluation.uncertainty`) when the folder has std maps, and
         ``seconds_per_slice`` when the folder has ``timing.json``.
     """
     import json
     from pathlib import Path
 
     from ..io.subjects import read_reference
+    from .uncertainty import uncertainty_metrics
 
     pred_dir = Path(pred_dir)
     label = pred_dir.name.removeprefix("sub-")
@@ -397,4 +402,5 @@ def evaluate_subject(pred_dir, ref_subject_dir, dictionary=None) -> dict[str, fl
             raise ValueError(f"{timing}: cannot be read as the timing of a reconstruction ({err})") from err
         if seconds is not None:
             out["seconds_per_slice"] = seconds
+    out.update(uncertainty_metrics(pred_maps, ref_maps, mask))  # last: the older columns keep their places
     return out

@@ -4,6 +4,9 @@
 :func:`mrf_monai.evaluation.metrics.evaluate_subject`; ``summary.md`` holds one Markdown
 table with one row per method: mean +- standard deviation (ddof 1, over subjects) of the
 headline metrics, plus the run time per slice where the outputs have ``timing.json``.
+Methods with std maps (MRF-IDDPM) also get the std-map calibration columns
+(:mod:`mrf_monai.evaluation.uncertainty`) and, from :func:`write_calibration_figures`, one
+``calibration_<method>.png`` each.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +30,7 @@ __all__ = [
     "summary_markdown",
     "summary_table",
     "write_metrics_csv",
+    "write_calibration_figures",
     "write_report",
 ]
 
@@ -42,6 +47,13 @@ SUMMARY_COLUMNS = {
     "T1_PSNR": "T1 PSNR dB",
     "T2_PSNR": "T2 PSNR dB",
     "seconds_per_slice": "s / slice",
+    # std-map calibration of probabilistic methods (last: the older columns keep their places)
+    "T1_spearman": "T1 std Spearman",
+    "T2_spearman": "T2 std Spearman",
+    "T1_RMSE_over_std": "T1 RMSE/std",
+    "T2_RMSE_over_std": "T2 RMSE/std",
+    "T1_ECE_ms": "T1 ECE ms",
+    "T2_ECE_ms": "T2 ECE ms",
 }
 
 
@@ -55,6 +67,18 @@ def _method_name(pred_dir: Path) -> str:
         if name:
             return str(name)
     return pred_dir.name
+
+
+def _method_names(pred_paths: Sequence[Path], methods: Sequence[str] | None) -> list[str]:
+    """One name per prediction folder: ``methods``, else from ``timing.json`` or the folder."""
+    if methods is not None and len(methods) != len(pred_paths):
+        raise ValueError(
+            f"give one method name per --pred folder: {len(methods)} names for {len(pred_paths)} folders"
+        )
+    names = list(methods) if methods is not None else [_method_name(p) for p in pred_paths]
+    if len(set(names)) < len(names):  # the same method twice: tell them apart by folder
+        names = [f"{n} ({p.name})" for n, p in zip(names, pred_paths)]
+    return names
 
 
 def _reason(err: Exception) -> str:
@@ -109,9 +133,7 @@ def collect_metrics(
     for p in pred_paths:
         if not p.is_dir():
             raise ValueError(f"prediction folder {p} does not exist")
-    names = list(methods) if methods is not None else [_method_name(p) for p in pred_paths]
-    if len(set(names)) < len(names):  # the same method twice: tell them apart by folder
-        names = [f"{n} ({p.name})" for n, p in zip(names, pred_paths)]
+    names = _method_names(pred_paths, methods)
     refs = [ref] if isinstance(ref, str | os.PathLike) else list(ref)
     try:
         subjects = find_subjects(refs)
@@ -226,3 +248,77 @@ def write_report(
         _write_csv(rows, csv_tmp)
         md_tmp.write_text(summary_markdown(rows, failures))
     return csv_path, md_path
+
+
+def _file_name(method: str) -> str:
+    """``method`` as a file-name part: letters, digits, ``.``, ``_`` and ``-`` only."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", method).strip("_") or "method"
+
+
+def write_calibration_figures(
+    rows: Sequence[dict[str, Any]],
+    pred_dirs: Sequence[str | os.PathLike],
+    ref: str | os.PathLike | Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    methods: Sequence[str] | None = None,
+    n_bins: int = 10,
+) -> list[Path]:
+    """One calibration figure per method with std maps: ``out_dir/calibration_<method>.png``.
+
+    The curve pools the mask voxels of the method's evaluated subjects (those in ``rows``,
+    from :func:`collect_metrics` with the same ``pred_dirs``, ``ref`` and ``methods``); each
+    subject is also drawn alone. See :func:`mrf_monai.evaluation.figures.calibration_figure`.
+
+    Returns:
+        The figures written (none when no method has std maps).
+
+    Raises:
+        OSError: a figure cannot be written (the others already written are kept).
+        ValueError: a prediction or reference file can no longer be read (naming it).
+    """
+    from ..io.subjects import find_subjects, read_reference, subject_label
+    from .figures import calibration_figure
+    from .metrics import read_prediction
+    from .uncertainty import UNCERTAINTY_KEYS, uncertainty_calibration
+
+    pred_paths = [Path(p) for p in pred_dirs]
+    names = _method_names(pred_paths, methods)
+    refs = [ref] if isinstance(ref, str | os.PathLike) else list(ref)
+    subjects = {f"sub-{subject_label(s)}": Path(s) for s in find_subjects(refs)}
+    written: list[Path] = []
+    for name, pred in zip(names, pred_paths):
+        evaluated = [r["subject"] for r in rows if r["method"] == name and r["subject"] in subjects]
+        if not any(any(f"{q}_spearman" in r for q in UNCERTAINTY_KEYS) for r in rows if r["method"] == name):
+            continue
+        # per quantity: the (prediction, std, reference) mask voxels of each subject, seconds
+        voxels: dict[str, list[tuple[np.ndarray, ...]]] = {q: [] for q in UNCERTAINTY_KEYS}
+        per_subject: dict[str, dict[str, dict[str, Any]]] = {}
+        for subject in evaluated:
+            p = read_prediction(pred / subject)
+            r = read_reference(subjects[subject])
+            mask = np.asarray(r["mask"]).astype(bool)
+            for q, (key, std_key) in UNCERTAINTY_KEYS.items():
+                if std_key in p:
+                    voxels[q].append(
+                        tuple(np.asarray(a, np.float64)[mask] for a in (p[key], p[std_key], r[key]))
+                    )
+                    per_subject.setdefault(subject, {})[q] = uncertainty_calibration(
+                        *voxels[q][-1], n_bins=n_bins
+                    )
+        pooled = {
+            q: uncertainty_calibration(*(np.concatenate(a) for a in zip(*v)), n_bins=n_bins)
+            for q, v in voxels.items()
+            if v
+        }
+        if not pooled:
+            continue
+        n = len(per_subject)
+        written.append(
+            calibration_figure(
+                Path(out_dir) / f"calibration_{_file_name(name)}.png",
+                pooled,
+                per_subject,
+                title=f"{name}: std maps against errors ({n} subject(s), {n_bins} equal-count std bins)",
+            )
+        )
+    return written
