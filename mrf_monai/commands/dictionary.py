@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["register", "run", "build_with_progress"]
+__all__ = ["register", "run"]
 
 PRESETS = ("fisp-jiang2015",)
 PROG = "mrf-monai dictionary"
-#: Progress steps while simulating on the CPU (GPU blocks are as large as the EPG's own chunks).
-_CPU_BLOCKS = 50
-_MIN_BLOCK = 256
-_GPU_BLOCK = 65536
+#: Relative B1 range of ``--b1-step`` when ``--b1-range`` is not given.
+DEFAULT_B1_RANGE = (0.6, 1.4)
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -34,9 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "dictionary",
         help="simulate an MRF dictionary (EPG) and its SVD subspace",
-        description="Simulate a (T1, T2) dictionary with EPG, compress it to a rank-R SVD subspace "
-        "and write it as an HDF5 dictionary file (data contract section 4). Shows a progress bar "
-        "on stderr while simulating and prints one line saying what was written.",
+        description="Simulate a (T1, T2) dictionary with EPG (with --b1-step: a (T1, T2, B1) "
+        "dictionary, B1-major), compress it to a rank-R SVD subspace and write it as an HDF5 "
+        "dictionary file (data contract section 4; the same build as the pipeline's dictionary "
+        "cache). Shows a progress bar on stderr while simulating and prints one line saying what "
+        "was written.",
     )
     p.add_argument("--out", required=True, metavar="FILE", help="output HDF5 file")
     src = p.add_mutually_exclusive_group()
@@ -76,6 +77,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="relative step of the geometric T1 and T2 grids (default: %(default)s, i.e. 3 %%)",
     )
     p.add_argument(
+        "--b1-step",
+        type=float,
+        default=None,
+        metavar="STEP",
+        help="also a B1 axis: relative transmit fields from LOW to HIGH of --b1-range in steps of STEP "
+        "(e.g. 0.05, docs/scanner-data.md), the (T1, T2) atoms repeated for each B1 value (B1-major) "
+        "and the dataset 'b1' written (default: no B1 axis, B1 = 1)",
+    )
+    p.add_argument(
+        "--b1-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="relative B1 range of the --b1-step axis (LOW included, HIGH when on the grid) "
+        f"(default: {DEFAULT_B1_RANGE[0]} {DEFAULT_B1_RANGE[1]})",
+    )
+    p.add_argument(
         "--keep-fingerprints",
         action="store_true",
         help="also store the raw fingerprints (default: only the compressed atoms)",
@@ -88,84 +107,48 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def build_with_progress(
-    sequence,
-    t1_s,
-    t2_s,
-    rank: int = 5,
-    keep_fingerprints: bool = False,
-    device: str = "cpu",
-    progress: bool = True,
-):
-    """:func:`mrf_monai.physics.dictionary.build_dictionary` of (T1, T2) atoms, simulated in
-    blocks with a tqdm progress bar (stderr) counting the atoms.
+def _b1_values(args: argparse.Namespace):
+    """The B1 axis asked for by ``--b1-step``/``--b1-range`` (a tensor), or None without one.
 
-    The same dictionary as ``build_dictionary(sequence, t1_s, t2_s, rank, keep_fingerprints=...,
-    device=device)``: the fingerprints are simulated by EPG, normalised, and compressed with
-    :func:`~mrf_monai.physics.dictionary.temporal_basis` (data contract section 4); only the
-    EPG runs block by block so that the bar moves.
-
-    Returns:
-        The ``MRFDictionary`` (on ``device``).
+    Raises:
+        ValueError: a step or range that is not a positive relative transmit field, or
+            ``--b1-range`` without ``--b1-step`` (the message names the option).
     """
-    import torch
-    from tqdm.auto import tqdm
+    from ..physics.dictionary import b1_grid
 
-    from ..physics.dictionary import MRFDictionary, temporal_basis
-    from ..physics.epg import simulate
-
-    t1_s = torch.as_tensor(t1_s).to(device=device, dtype=torch.float32).reshape(-1)
-    t2_s = torch.as_tensor(t2_s).to(device=device, dtype=torch.float32).reshape(-1)
-    if t1_s.shape != t2_s.shape:
-        raise ValueError(f"t1_s has {t1_s.numel()} values and t2_s {t2_s.numel()}; give one pair per atom")
-    if not 1 <= rank <= sequence.n_frames:
-        raise ValueError(f"rank must lie in [1, {sequence.n_frames}] (the number of frames), got {rank}")
-    n = t1_s.numel()
-    block = _GPU_BLOCK if t1_s.device.type != "cpu" else max(_MIN_BLOCK, -(-n // _CPU_BLOCKS))
-    fingerprints = torch.empty(n, sequence.n_frames, dtype=torch.complex64, device=t1_s.device)
-    bar = tqdm(total=n, desc="simulating", unit="atom", disable=not progress, file=sys.stderr)
-    try:
-        for start in range(0, n, block):
-            stop = min(start + block, n)
-            fingerprints[start:stop] = simulate(t1_s[start:stop], t2_s[start:stop], sequence)
-            bar.update(stop - start)
-        bar.set_description("compressing")
-        norms = torch.linalg.vector_norm(fingerprints, dim=1)
-        inv = 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None]
-        unit = fingerprints * inv if keep_fingerprints else fingerprints.mul_(inv)
-        basis, energy = temporal_basis(unit, rank)
-        compressed = unit @ basis.conj()
-    finally:
-        bar.close()
-    return MRFDictionary(
-        t1_s=t1_s,
-        t2_s=t2_s,
-        b1=None,
-        basis=basis,
-        compressed=compressed,
-        norms=norms,
-        fingerprints=fingerprints if keep_fingerprints else None,
-        sequence=sequence,
-        energy=energy,
-    )
+    step, b1_range = args.b1_step, args.b1_range
+    if step is None:
+        if b1_range is not None:
+            raise ValueError("--b1-range needs --b1-step (e.g. --b1-step 0.05)")
+        return None
+    if not (step > 0 and math.isfinite(step)):
+        raise ValueError(f"--b1-step {step:g}: give a positive step of relative B1, e.g. 0.05")
+    lo, hi = DEFAULT_B1_RANGE if b1_range is None else b1_range
+    if not (0 < lo <= hi and math.isfinite(hi)):
+        raise ValueError(
+            f"--b1-range {lo:g} {hi:g}: must satisfy 0 < LOW <= HIGH (relative transmit field, e.g. 0.6 1.4)"
+        )
+    return b1_grid((lo, hi), step)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build and write the dictionary; returns the exit status."""
+    """Build and write the dictionary; returns the exit status (0, or 2 after a one-line error)."""
     from ..io.dictionary import save_dictionary
-    from ..physics.dictionary import t1t2_grid
+    from ..physics.dictionary import build_dictionary, t1t2_grid
     from ..physics.sequence import fisp_mrf_jiang2015
 
     def error(msg: str) -> int:
         print(f"{PROG}: error: {msg}", file=sys.stderr, flush=True)
-        return 1
+        return 2
 
     out = Path(args.out)
     if out.is_dir():
         return error(f"--out {out} is a folder; give the name of the HDF5 file to write")
     if not out.parent.is_dir() and out.parent.exists():
         return error(f"--out {out}: {out.parent} is not a folder")
+    bar = None
     try:
+        b1_values = _b1_values(args)
         if args.from_raw:
             from ..io.ismrmrd import read_raw
 
@@ -176,20 +159,43 @@ def run(args: argparse.Namespace) -> int:
             sequence = sequence.truncate(args.frames)
         t1_s, t2_s = t1t2_grid(args.t1_range, args.t2_range, args.step)
         start = time.perf_counter()
-        d = build_with_progress(
+        progress = None
+        if not getattr(args, "no_progress", False):
+            from tqdm.auto import tqdm
+
+            n_atoms = t1_s.numel() * (1 if b1_values is None else b1_values.numel())
+            bar = tqdm(total=n_atoms, desc="simulating", unit="atom", file=sys.stderr)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+                if done == total:
+                    bar.set_description("compressing")
+
+        d = build_dictionary(
             sequence,
             t1_s,
             t2_s,
             rank=args.rank,
             keep_fingerprints=args.keep_fingerprints,
             device=args.device,
-            progress=not getattr(args, "no_progress", False),
+            b1_values=b1_values,
+            progress=progress,
         )
+        if bar is not None:
+            bar.close()
         path = save_dictionary(d.to("cpu"), out)
     except (ValueError, RuntimeError, OSError) as err:
+        if bar is not None:
+            bar.close()  # before the error line
         return error(str(err))
+    finally:
+        if bar is not None:
+            bar.close()  # also on Ctrl-C / SIGTERM (closing again is harmless)
+    b1_text = ""
+    if b1_values is not None:
+        b1_text = f" ({b1_values.numel()} B1 values {float(b1_values[0]):g} to {float(b1_values[-1]):g})"
     print(
-        f"wrote {path}: {d.n_atoms} atoms, {d.n_frames} frames, rank {d.rank}, "
+        f"wrote {path}: {d.n_atoms} atoms{b1_text}, {d.n_frames} frames, rank {d.rank}, "
         f"energy kept {d.energy:.6f}, {time.perf_counter() - start:.1f} s"
     )
     return 0

@@ -24,11 +24,25 @@ block), so matching can restrict each voxel to the atoms of its B1
 (:func:`mrf_monai.matching.match_dictionary` with ``b1_map``) or search them all. The blocks are
 simulated one after the other, so the peak memory is one block's fingerprints plus the unit
 atoms (kept as real imaginary parts for FISP: 4 bytes per atom and frame).
+
+Progress
+--------
+``build_dictionary(..., progress=callback)`` calls ``callback(atoms_done, atoms_total)`` after
+each simulated sub-block (a command line shows it as a progress bar; this module does no I/O).
+With a callback each block is simulated in about :data:`PROGRESS_STEPS` sub-blocks overall of
+atoms consecutive in T2 (at least :data:`PROGRESS_MIN_ATOMS` on the CPU,
+:data:`PROGRESS_MIN_ATOMS_ACCELERATOR` elsewhere), written into the block's fingerprints, and
+the rest of the build (norms, Gram matrix, basis) is unchanged. The EPG keeps its dephasing
+orders per chunk of atoms (:mod:`mrf_monai.physics.epg`), and sub-blocks change those chunks, so
+the fingerprints may differ from the build without a callback at the level of the EPG state
+truncation (measured: 5e-5 of M0 at most for the 1000-frame Jiang schedule, float32 rounding
+for 60 frames); without a callback each block is one EPG call, as above.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -37,6 +51,13 @@ from .epg import simulate
 from .sequence import MRFSequence
 
 __all__ = ["MRFDictionary", "t1t2_grid", "b1_grid", "build_dictionary", "temporal_basis"]
+
+#: With a progress callback: about this many sub-blocks over the whole dictionary...
+PROGRESS_STEPS = 50
+#: ... of at least this many atoms on the CPU (so that the EPG still has chunks for every thread)
+PROGRESS_MIN_ATOMS = 1024
+#: ... and on accelerators (the size of the EPG's own chunks there, so no kernel gets smaller).
+PROGRESS_MIN_ATOMS_ACCELERATOR = 65536
 
 
 def _geometric(lo: float, hi: float, step: float) -> torch.Tensor:
@@ -242,6 +263,29 @@ def _as_atoms(x: torch.Tensor | None, device: torch.device | str, dtype: torch.d
     return None if x is None else torch.as_tensor(x).to(device=device, dtype=dtype).reshape(-1)
 
 
+def _simulate_in_steps(
+    t1_s: torch.Tensor,
+    t2_s: torch.Tensor,
+    b1: torch.Tensor | None,
+    sequence: MRFSequence,
+    chunk_size: int | None,
+    step: int,
+    report: Callable[[int], None],
+) -> torch.Tensor:
+    """``simulate`` of one block in sub-blocks of ``step`` atoms consecutive in T2 (so that each
+    keeps few EPG states where T2 is short); ``report(n)`` after each sub-block of ``n`` atoms."""
+    n = t1_s.shape[0]
+    cdtype = torch.complex64 if t1_s.dtype == torch.float32 else torch.complex128
+    fingerprints = torch.empty(n, sequence.n_frames, dtype=cdtype, device=t1_s.device)
+    order = torch.argsort(t2_s, stable=True)
+    for start in range(0, n, step):
+        idx = order[start : start + step]
+        part_b1 = None if b1 is None else b1[idx]
+        fingerprints[idx] = simulate(t1_s[idx], t2_s[idx], sequence, part_b1, chunk_size=chunk_size)
+        report(int(idx.numel()))
+    return fingerprints
+
+
 def build_dictionary(
     sequence: MRFSequence,
     t1_s: torch.Tensor | None = None,
@@ -253,6 +297,7 @@ def build_dictionary(
     chunk_size: int | None = None,
     dtype: torch.dtype = torch.float32,
     b1_values: torch.Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> MRFDictionary:
     """Simulate a dictionary for ``sequence`` and compress it to a rank-``rank`` subspace.
 
@@ -267,6 +312,8 @@ def build_dictionary(
         dtype: float32 (complex64 outputs, the default) or float64.
         b1_values: a B1 axis (e.g. :func:`b1_grid`): the (T1, T2) atoms are repeated for each
             value, B1-major (module docs); exclusive with ``b1``.
+        progress: called as ``progress(atoms_done, atoms_total)`` after each simulated
+            sub-block (module docs, "Progress"); None simulates each block in one call.
 
     Returns:
         :class:`MRFDictionary` with unit-norm compressed atoms, norms and the basis.
@@ -304,10 +351,24 @@ def build_dictionary(
     else:
         blocks = [(t1_s, t2_s, torch.full_like(t1_s, float(v))) for v in b1_values]
     t = sequence.n_frames
+    total = t1_s.numel() * len(blocks)
+    done = 0
+
+    def report(n_atoms: int) -> None:
+        nonlocal done
+        done += n_atoms
+        progress(done, total)
+
+    if progress is not None:
+        least = PROGRESS_MIN_ATOMS if t1_s.device.type == "cpu" else PROGRESS_MIN_ATOMS_ACCELERATOR
+        step = max(least, -(-total // PROGRESS_STEPS))
     units, norms_list, raws = [], [], []
     gram = None
     for bt1, bt2, bb1 in blocks:
-        fingerprints = simulate(bt1, bt2, sequence, bb1, chunk_size=chunk_size)
+        if progress is None:
+            fingerprints = simulate(bt1, bt2, sequence, bb1, chunk_size=chunk_size)
+        else:
+            fingerprints = _simulate_in_steps(bt1, bt2, bb1, sequence, chunk_size, step, report)
         norms = torch.linalg.vector_norm(fingerprints, dim=1)
         inv = 1.0 / norms.clamp_min(torch.finfo(norms.dtype).tiny)[:, None]
         if keep_fingerprints:

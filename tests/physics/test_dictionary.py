@@ -165,3 +165,52 @@ def test_dictionary_with_a_b1_axis_is_b1_major_with_one_basis():
         build_dictionary(seq, t1, t2, b1_values=torch.tensor([1.0, 1.0]))
     with pytest.raises(ValueError, match="positive"):
         build_dictionary(seq, t1, t2, b1_values=torch.tensor([0.0, 1.0]))
+
+
+def test_build_without_progress_is_one_epg_call_and_the_gram_basis():
+    """Without a callback: exactly the one-call build (bit for bit), as before the callback existed."""
+    seq = fisp_mrf_jiang2015(60)
+    t1, t2 = t1t2_grid((0.05, 5.0), (0.005, 3.0), 0.15)
+    d = build_dictionary(seq, t1, t2, rank=4, keep_fingerprints=True)
+    raw = simulate_fisp(t1, t2, seq)
+    assert torch.equal(d.fingerprints, raw)
+    norms = torch.linalg.vector_norm(raw, dim=1)
+    assert torch.equal(d.norms, norms)
+    basis, energy = temporal_basis(raw * (1.0 / norms[:, None]), 4)
+    assert torch.equal(d.basis, basis) and d.energy == energy
+
+
+def test_progress_callback_counts_every_atom_and_changes_only_rounding():
+    seq = fisp_mrf_jiang2015(60)
+    t1, t2 = t1t2_grid((0.05, 5.0), (0.005, 3.0), 0.15)
+    values = torch.tensor([0.8, 1.2])
+    assert t1.numel() > 1024  # several sub-blocks per B1 block (PROGRESS_MIN_ATOMS)
+    calls: list[tuple[int, int]] = []
+    got = build_dictionary(
+        seq,
+        t1,
+        t2,
+        rank=4,
+        b1_values=values,
+        keep_fingerprints=True,
+        progress=lambda i, n: calls.append((i, n)),
+    )
+    ref = build_dictionary(seq, t1, t2, rank=4, b1_values=values, keep_fingerprints=True)
+    total = 2 * t1.numel()
+    done = [i for i, _ in calls]
+    assert len(calls) >= 4 and {n for _, n in calls} == {total}
+    assert done == sorted(set(done)) and done[0] > 0 and done[-1] == total
+    # each B1 block ends on a call (sub-blocks never straddle blocks)
+    assert t1.numel() in done
+    # the same atoms; only the EPG chunks (hence float rounding) differ: float32 tolerance
+    for name in ("t1_s", "t2_s", "b1"):
+        assert torch.equal(getattr(got, name), getattr(ref, name))
+    torch.testing.assert_close(got.fingerprints, ref.fingerprints, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.norms, ref.norms, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got.basis, ref.basis, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.compressed, ref.compressed, atol=1e-6, rtol=0)
+    assert got.energy == pytest.approx(ref.energy, abs=1e-7)
+    # a dictionary smaller than one sub-block: one call, with the total
+    few: list[tuple[int, int]] = []
+    build_dictionary(seq, t1[:3], t2[:3], rank=2, progress=lambda i, n: few.append((i, n)))
+    assert few == [(3, 3)]

@@ -149,7 +149,7 @@ def test_cli_writes_a_dictionary(tmp_path):
     assert d.n_frames == 25 and d.rank == 3 and d.sequence == fisp_mrf_jiang2015(25)
     t1, _ = t1t2_grid(**GRID)
     assert d.n_atoms == t1.numel()
-    assert main(["dictionary", "--out", str(tmp_path / "e.h5"), "--frames", "5000"]) == 1
+    assert main(["dictionary", "--out", str(tmp_path / "e.h5"), "--frames", "5000"]) == 2
 
 
 def test_cli_reads_the_sequence_from_raw_data(tmp_path):
