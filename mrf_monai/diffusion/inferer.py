@@ -43,6 +43,13 @@ step, so it runs with ``mode="whole"`` and with the per-step blend of the patch 
 (``blend_every_step=True``, which the inferer switches on when a data-consistency step is given);
 independently sampled patches never see the measured k-space.
 
+The Bloch (dictionary) projection is a second such plug-in (``projection``, e.g.
+:class:`mrf_monai.matching.projection.DictionaryProjectionFactory`; MRF-DiPh): each ``x0_hat``
+is replaced by (or blended with) its voxels' best dictionary atoms scaled by their proton
+density. With both, the data-consistency step comes first and the projection last, so the
+estimate each step continues from lies on the dictionary's manifold. The projection is given
+by a factory so that this module does not depend on the matching layer.
+
 Samples: sample ``k`` of a call with ``seed`` uses the seed sequence ``(seed, k)`` (numpy
 ``SeedSequence``) for its noise, on CPU generators, so results are reproducible across devices
 and the first ``K'`` of ``K`` samples equal the samples of a call with ``n_samples=K'``.
@@ -63,12 +70,18 @@ from torch import nn
 from mrf_monai.diffusion.model import predict_eps_and_var
 from mrf_monai.diffusion.sampling import ReverseProcess, X0Transform, alphas_cumprod_from
 
-__all__ = ["DiffusionSamplingInferer", "DataConsistencyFactory", "derive_seed"]
+__all__ = ["DiffusionSamplingInferer", "DataConsistencyFactory", "ProjectionFactory", "derive_seed"]
 
 #: ``factory(problem, scale, channel_scale) -> X0Transform``: builds a slice's data-consistency
 #: step from its acquisition problem (a ``SliceProblem``), its normalisation scale and the
 #: network's per-channel scale (see :mod:`mrf_monai.diffusion.consistency`).
 DataConsistencyFactory = Callable[[Any, torch.Tensor, torch.Tensor | None], X0Transform]
+
+#: ``factory(dictionary, clusters=, rotation=, channel_scale=, b1_map=, n_steps=) -> X0Transform | None``:
+#: builds a slice's Bloch projection from its dictionary, atom clusters, network-to-dictionary
+#: basis rotation and B1 map, the network's per-channel scale and the number of reverse steps
+#: (see :mod:`mrf_monai.matching.projection`); ``None``: no projection for this slice.
+ProjectionFactory = Callable[..., X0Transform | None]
 
 
 def derive_seed(*entropy: int) -> int:
@@ -115,10 +128,13 @@ class DiffusionSamplingInferer(Inferer):
         data_consistency: a :data:`DataConsistencyFactory` (e.g. ``KSpaceDataConsistency`` with
             its options bound) applied to ``x0_hat`` at every step when the call gets the slice's
             ``problem``; ``None`` = the paper's unconstrained sampling.
-        channel_scale: the network's per-channel factors ``(2R,)`` (passed to ``data_consistency``,
-            which works on complex images), ``None`` = 1.
+        channel_scale: the network's per-channel factors ``(2R,)`` (passed to ``data_consistency``
+            and ``projection``, which work on complex images), ``None`` = 1.
         amp: run the network in autocast (float16 on CUDA, bfloat16 on CPU).
         progress: ``tqdm`` bars over samples (and over steps in whole-slice / per-step-blend mode).
+        projection: a :data:`ProjectionFactory` (e.g. ``DictionaryProjectionFactory``): the
+            Bloch projection of ``x0_hat`` onto the slice's dictionary at every step (after the
+            data consistency); the call must then get the slice's ``dictionary``. ``None`` = off.
     """
 
     def __init__(
@@ -144,6 +160,7 @@ class DiffusionSamplingInferer(Inferer):
         channel_scale: Sequence[float] | torch.Tensor | None = None,
         amp: bool = False,
         progress: bool = False,
+        projection: ProjectionFactory | None = None,
     ) -> None:
         super().__init__()
         for name, flag in (("blend_every_step", blend_every_step), ("amp", amp), ("progress", progress)):
@@ -170,10 +187,12 @@ class DiffusionSamplingInferer(Inferer):
         self.sigma_scale = float(sigma_scale)
         self.mode = mode
         self.pad_multiple = int(pad_multiple)
-        self.blend_every_step = bool(blend_every_step) or (data_consistency is not None and mode == "patch")
+        plug_in = data_consistency is not None or projection is not None
+        self.blend_every_step = bool(blend_every_step) or (plug_in and mode == "patch")
         self.sample_batch_size = sample_batch_size
         self.seed = int(seed)
         self.data_consistency = data_consistency
+        self.projection = projection
         self.channel_scale = None if channel_scale is None else torch.as_tensor(channel_scale).float()
         self.amp = bool(amp)
         self.progress = bool(progress)
@@ -181,10 +200,12 @@ class DiffusionSamplingInferer(Inferer):
 
     def __repr__(self) -> str:
         dc = "off" if self.data_consistency is None else getattr(self.data_consistency, "__name__", "on")
+        projection = "off" if self.projection is None else "on"
         return (
             f"{type(self).__name__}(n_samples={self.n_samples}, n_steps={self.n_steps}, "
             f"method={self.process.method!r}, mode={self.mode!r}, roi_size={self.roi_size}, "
-            f"overlap={self.overlap}, blend_every_step={self.blend_every_step}, data_consistency={dc})"
+            f"overlap={self.overlap}, blend_every_step={self.blend_every_step}, data_consistency={dc}, "
+            f"projection={projection})"
         )
 
     def __call__(  # type: ignore[override]
@@ -194,6 +215,10 @@ class DiffusionSamplingInferer(Inferer):
         slice_index: int = 0,
         problem: Any = None,
         scale: torch.Tensor | float | None = None,
+        dictionary: Any = None,
+        clusters: Any = None,
+        rotation: torch.Tensor | None = None,
+        b1_map: Any = None,
     ) -> torch.Tensor:
         """Samples ``(K, 2R, Nx, Ny)`` float32 (on the network's device) of one slice.
 
@@ -205,12 +230,32 @@ class DiffusionSamplingInferer(Inferer):
                 ``data_consistency`` every ``x0_hat`` is pulled towards the measured k-space.
             scale: the slice's normalisation scale (``inputs = condition / scale``); required
                 with ``problem``.
+            dictionary: the slice's ``MRFDictionary`` (required with ``projection``).
+            clusters: its atom clusters for the exact clustered search (``None``: brute force).
+            rotation: ``Q`` from network to dictionary coefficients (``None``: same basis).
+            b1_map: the slice's relative B1 map (restricts each voxel's atoms), or ``None``.
         """
         transform = None
         if self.data_consistency is not None and problem is not None:
             if scale is None:
                 raise ValueError("data consistency needs the slice's normalisation scale (scale=...).")
             transform = self.data_consistency(problem, torch.as_tensor(scale), self.channel_scale)
+        if self.projection is not None:
+            if dictionary is None:
+                raise ValueError(
+                    "the Bloch projection needs the slice's dictionary (dictionary=...; the bundle passes "
+                    "data['dictionary'] through the runner's inferer_kwargs)."
+                )
+            project = self.projection(
+                dictionary,
+                clusters=clusters,
+                rotation=rotation,
+                channel_scale=self.channel_scale,
+                b1_map=b1_map,
+                n_steps=self.n_steps,
+            )
+            if project is not None:  # None: nothing to do for this slice (e.g. weight 0)
+                transform = project if transform is None else _compose(transform, project)
         seed = derive_seed(self.seed, int(slice_index))
         device = _model_device(network)
         if self.amp:
@@ -411,6 +456,15 @@ class DiffusionSamplingInferer(Inferer):
             x0_transform=transform,
         )
         return out[..., pad[2] : pad[2] + nx, pad[0] : pad[0] + ny]
+
+
+def _compose(first: X0Transform, second: X0Transform) -> X0Transform:
+    """``second(first(x0, i), i)``: data consistency, then the projection."""
+
+    def transform(x0: torch.Tensor, i: int) -> torch.Tensor:
+        return second(first(x0, i), i)
+
+    return transform
 
 
 def _model_device(model: nn.Module) -> torch.device:
