@@ -2,9 +2,12 @@
 
 from .b1 import b1_coverage, nearest_b1_block
 from .match import AtomClusters, build_atom_clusters, make_background_mask, match_dictionary, stack_matches
+from .projection import DictionaryProjection, DictionaryProjectionFactory
 
 __all__ = [
     "AtomClusters",
+    "DictionaryProjection",
+    "DictionaryProjectionFactory",
     "b1_coverage",
     "build_atom_clusters",
     "make_background_mask",
