@@ -36,11 +36,25 @@ For slice ``s`` of a subject:
     5.2 %; 2 mm: 0.024 rad; 8 mm: 0.027 rad; 12 mm: 0.050 rad (wider filters blur the phase
     itself). ``tests/simulation/test_subject_pairs.py`` checks it on small subjects.
 
+  - **B1+**: subjects simulated with a B1+ field (``simulate_subject(..., b1=...)``) have the true
+    field in ``ref/sub-<label>_TB1map.nii.gz`` (:func:`mrf_monai.io.b1.reference_b1_path`, read
+    with :func:`~mrf_monai.io.b1.read_b1_map`: the raw data's matrix, slices and affine), and
+    their reference is ``PD * exp(i phi) * basis^H EPG(T1, T2, B1)`` at each voxel's B1 (flip
+    angles scaled by it, as their k-space was simulated), from a second signal table with a B1
+    axis (linear in B1). That table is built only when some subject has such a map, once, when
+    the dataset is built (not per DataLoader worker), with nodes ``1 + k * table_b1_step``
+    (``k`` integer, default step 0.05, 1 always a node) covering the B1 range of those maps
+    where PD > 0: each node costs one plain table, so a field of ``1 +- 0.2`` needs 9 nodes
+    where a fixed 0.6-1.4 grid would need 17 (and a map beyond it would be clamped), and the
+    nodes of a symmetric range are those of ``SimulatedPairDataset(b1=a)`` (same cache file).
+    Subjects without the map keep the B1 = 1 table: their pairs are unchanged, bit for bit.
+
 * **normalisation**: ``scale = quantile(|cond[0]|, 0.99)`` over the slice
   (:func:`mrf_monai.transforms.intensity.condition_scale`), both divided by it.
 
 Bad subjects (unreadable or corrupt ``raw.h5``, missing or unreadable ``ref/`` maps, maps whose
 shape differs from the raw data's matrix and slice count, NaN/Inf or non-positive T1/T2 where
+PD > 0, a reference B1 map that ``read_b1_map`` refuses or without a positive finite B1 wherever
 PD > 0, another sequence than the dictionary's) are found when the dataset is built; with
 ``on_error="skip"`` (default) they are left out with one warning listing every file and reason,
 and an error is raised when no subject is left; with ``on_error="raise"`` the first one raises.
@@ -62,6 +76,7 @@ import numpy as np
 import torch
 
 from mrf_monai.acquisition.gridding import SubspaceGridder
+from mrf_monai.io.b1 import read_b1_map, reference_b1_path
 from mrf_monai.io.ismrmrd import RawSubject, read_raw
 from mrf_monai.io.subjects import (
     PD_PHASE_SUFFIX,
@@ -91,6 +106,16 @@ _PHASE_MODES = ("auto", "file", "estimate")
 
 class SubjectDataError(ValueError):
     """A subject folder cannot be used for training; the message names the file and the problem."""
+
+
+def _b1_table_nodes(b1_min: float, b1_max: float, step: float) -> torch.Tensor:
+    """B1 nodes ``1 + k * step`` (integer ``k``, at least ``1 +- step``, all positive) covering
+    ``[b1_min, b1_max]``: the B1 axis of :class:`SubjectPairDataset`'s B1 signal table."""
+    k_lo = min(-1, math.floor((b1_min - 1.0) / step + 1e-6))
+    k_hi = max(1, math.ceil((b1_max - 1.0) / step - 1e-6))
+    while 1.0 + k_lo * step <= 1e-6:  # B1 nearer 0 than one step: clamped to the lowest node
+        k_lo += 1
+    return torch.tensor([round(1.0 + k * step, 9) for k in range(k_lo, k_hi + 1)], dtype=torch.float64)
 
 
 def dataset_sequence(dataset_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> MRFSequence:
@@ -183,6 +208,8 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             subjects) or ``"estimate"`` (always estimated, :func:`estimate_pd_phase`).
         phase_smoothing_mm: Gaussian low-pass standard deviation of the estimate, mm.
         table_step: node spacing of :class:`CompressedSignalTable` (natural-log units).
+        table_b1_step: B1 spacing of the B1 signal table of subjects with a reference B1 map
+            (nodes ``1 + k * step`` covering their B1 range; module docstring).
         cache_dir: folder to cache the signal table in (optional).
         quantile: quantile of the normalisation scale.
         on_error: ``"skip"`` bad subjects with one warning listing them (an error when none is
@@ -193,6 +220,9 @@ class SubjectPairDataset(torch.utils.data.Dataset):
     Attributes:
         items: ``(subject folder, slice index in raw.h5)`` of every item.
         skipped: ``(file, reason)`` of every subject left out.
+        table: the B1 = 1 signal table (subjects without a reference B1 map).
+        b1_table: the signal table with a B1 axis, or ``None`` when no subject has a B1 map.
+        b1_ranges: ``{subject folder: (min, max)}`` B1 where PD > 0 of the subjects with a map.
     """
 
     def __init__(
@@ -212,6 +242,7 @@ class SubjectPairDataset(torch.utils.data.Dataset):
         dcf_iter: int = 15,
         eps: float = 1e-6,
         backend: str = "auto",
+        table_b1_step: float = 0.05,
     ) -> None:
         if phase not in _PHASE_MODES:
             raise ValueError(f"phase must be one of {_PHASE_MODES}, got {phase!r}")
@@ -221,6 +252,8 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             raise ValueError(f"phase_smoothing_mm must be >= 0 (mm), got {phase_smoothing_mm}")
         if patch_size is not None and patch_size < 1:
             raise ValueError(f"patch_size must be positive, got {patch_size}")
+        if not 0 < float(table_b1_step) <= 0.25:
+            raise ValueError(f"table_b1_step must be in (0, 0.25], got {table_b1_step}")
         basis = torch.as_tensor(dictionary.basis)
         rank = basis.shape[1] if rank is None else int(rank)
         if not 1 <= rank <= basis.shape[1]:
@@ -239,6 +272,7 @@ class SubjectPairDataset(torch.utils.data.Dataset):
         self.items: list[tuple[Path, int]] = []
         self.skipped: list[tuple[Path, str]] = []
         self._seeds: dict[Path, int] = {}
+        self.b1_ranges: dict[Path, tuple[float, float]] = {}
         for subject in find_subjects(dataset_dir):
             try:
                 n_slices = self.check_subject(subject)
@@ -263,12 +297,27 @@ class SubjectPairDataset(torch.utils.data.Dataset):
         self.table = CompressedSignalTable(
             self.sequence, self.basis, table_step, device=self.device, cache_dir=cache_dir
         )
+        self.b1_table: CompressedSignalTable | None = None
+        if self.b1_ranges:  # only when some subject needs it, once (not in every DataLoader worker)
+            lo = min(r[0] for r in self.b1_ranges.values())
+            hi = max(r[1] for r in self.b1_ranges.values())
+            self.b1_table = CompressedSignalTable(
+                self.sequence,
+                self.basis,
+                table_step,
+                device=self.device,
+                cache_dir=cache_dir,
+                b1_values=_b1_table_nodes(lo, hi, float(table_b1_step)),
+            )
         self._lock = threading.Lock()
         self._states: dict[int, SimpleNamespace] = {}
 
     # ------------------------------------------------------------------ checks
     def check_subject(self, subject: str | os.PathLike) -> int:
         """Check that a subject folder can give training pairs; returns its number of slices.
+
+        A subject with a reference B1 map (``ref/sub-<label>_TB1map.nii.gz``) gets its B1 range
+        where PD > 0 recorded in :attr:`b1_ranges`.
 
         Raises:
             SubjectDataError (or the reader's ``RawDataError``/``FileNotFoundError``/``ValueError``):
@@ -312,6 +361,20 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             raise SubjectDataError(
                 f"{t1_path} or its T2map: T1 and T2 must be positive (seconds) wherever PD > 0"
             )
+        b1_path = reference_b1_path(subject)
+        if b1_path.is_file():
+            try:
+                b1 = read_b1_map(b1_path, raw)  # names the file: shape, affine, units
+            except ValueError as err:
+                raise SubjectDataError(str(err)) from err
+            b1_has = b1[has]
+            bad = ~np.isfinite(b1_has) | (b1_has <= 0)
+            if np.any(bad):
+                raise SubjectDataError(
+                    f"{b1_path}: {int(bad.sum())} voxel(s) with PD > 0 have no positive finite B1; the "
+                    "reference B1 map must give the field wherever there is signal (or remove the file)"
+                )
+            self.b1_ranges[subject] = (float(b1_has.min()), float(b1_has.max()))
         return raw.n_slices
 
     # ------------------------------------------------------------------ data
@@ -344,17 +407,31 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             state.raw, state.raw_path = read_raw(raw_path), raw_path
         return state.raw
 
-    def reference_signal(self, t1_s: torch.Tensor, t2_s: torch.Tensor, pd: torch.Tensor) -> torch.Tensor:
-        """``(R, Nx, Ny)`` complex64 ``pd * basis^H EPG(T1, T2)`` (zero where ``pd == 0``).
+    def reference_signal(
+        self, t1_s: torch.Tensor, t2_s: torch.Tensor, pd: torch.Tensor, b1: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(R, Nx, Ny)`` complex64 ``pd * basis^H EPG(T1, T2[, B1])`` (zero where ``pd == 0``).
 
-        ``t1_s``, ``t2_s``: seconds; ``pd``: real (magnitude) or complex PD, all ``(Nx, Ny)``.
+        ``t1_s``, ``t2_s``: seconds; ``pd``: real (magnitude) or complex PD; ``b1``: relative
+        transmit field (``None``: B1 = 1, the plain table), all ``(Nx, Ny)``.
+
+        Raises:
+            ValueError: ``b1`` given but the dataset has no B1 table (no subject has a B1 map).
         """
         pd = torch.as_tensor(pd).to(self.device, torch.complex64)
         has = pd.abs() > 0
         t1 = torch.as_tensor(t1_s).to(self.device)
         t2 = torch.as_tensor(t2_s).to(self.device)
         c = torch.zeros(self.rank, *pd.shape, dtype=torch.complex64, device=self.device)
-        c[:, has] = (self.table(t1[has], t2[has]) * pd[has][:, None]).T
+        if b1 is None:
+            comp = self.table(t1[has], t2[has])
+        elif self.b1_table is None:
+            raise ValueError(
+                "this dataset has no B1 signal table (none of its subjects has a reference B1 map)"
+            )
+        else:
+            comp = self.b1_table(t1[has], t2[has], torch.as_tensor(b1).to(self.device)[has])
+        c[:, has] = (comp * pd[has][:, None]).T
         return c
 
     def make_pair(self, index: int) -> dict[str, Any]:
@@ -362,8 +439,9 @@ class SubjectPairDataset(torch.utils.data.Dataset):
 
         Returns the normalised ``image``/``cond`` channels and ``scale``, the complex
         ``reference``/``condition`` before normalisation, the PD phase used (``phase_rad``,
-        ``(Nx, Ny)``) and where it came from (``phase_source``: ``"file"`` or ``"estimate"``),
-        ``subject`` (folder), ``seed`` and ``slice_index``.
+        ``(Nx, Ny)``) and where it came from (``phase_source``: ``"file"`` or ``"estimate"``), the
+        B1 map of the reference (``b1``: ``(Nx, Ny)``, or ``None`` for B1 = 1), ``subject``
+        (folder), ``seed`` and ``slice_index``.
         """
         if not 0 <= index < len(self.items):
             raise IndexError(f"index {index} out of range for a dataset of {len(self.items)} slices")
@@ -377,7 +455,12 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             t1 = torch.from_numpy(np.ascontiguousarray(ref["t1_s"][..., s]))
             t2 = torch.from_numpy(np.ascontiguousarray(ref["t2_s"][..., s]))
             pd = torch.from_numpy(np.ascontiguousarray(ref["pd"][..., s]))
-            signal = self.reference_signal(t1, t2, pd)
+            b1 = None
+            if subject in self.b1_ranges:  # the field its k-space was simulated with
+                b1 = torch.from_numpy(
+                    np.ascontiguousarray(read_b1_map(reference_b1_path(subject), raw)[..., s])
+                )
+            signal = self.reference_signal(t1, t2, pd, b1)
             if "pd_phase_rad" in ref and self.phase != "estimate":
                 phase = torch.from_numpy(np.ascontiguousarray(ref["pd_phase_rad"][..., s])).to(self.device)
                 source = "file"
@@ -393,6 +476,7 @@ class SubjectPairDataset(torch.utils.data.Dataset):
             **pair,
             "phase_rad": phase,
             "phase_source": source,
+            "b1": b1,
             "subject": subject,
             "seed": self._seeds.get(subject, -1),
             "slice_index": int(s),

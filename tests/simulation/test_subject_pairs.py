@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from mrf_monai.baselines.svdmrf import SVDMRFReconstructor
+from mrf_monai.io.b1 import read_b1_map, reference_b1_path
 from mrf_monai.io.ismrmrd import read_raw
 from mrf_monai.io.nifti import load_nifti, save_nifti
 from mrf_monai.io.subjects import read_reference
 from mrf_monai.phantoms import sample_subject_maps
+from mrf_monai.physics.dictionary import build_dictionary, t1t2_grid
+from mrf_monai.physics.epg import simulate_fisp
 from mrf_monai.simulation import (
     DEFAULT_NOISE,
     SubjectDataError,
@@ -238,3 +241,114 @@ def test_dataset_sequence_and_arguments(dataset_dir, dictionary, make_subject_da
         warnings.simplefilter("error")  # a clean dataset warns about nothing
         ds = make_subject_dataset(dataset_dir, rank=3)
     assert ds[0]["image"].shape == (6, MATRIX, MATRIX)
+
+
+# ---------------------------------------------------------------- subjects with a B1+ field (issue 15)
+B1_FRAMES, B1_MATRIX, B1_SAMPLES = 20, 32, 64
+
+
+@pytest.fixture(scope="module")
+def b1_dictionary(sequence):
+    t1, t2 = t1t2_grid(step=0.1)
+    return build_dictionary(sequence.truncate(B1_FRAMES), t1, t2, rank=5)
+
+
+@pytest.fixture(scope="module")
+def b1_subjects(tmp_path_factory):
+    """Two noise-free 32 x 32, 20-frame subjects of template slice 74: sub-b1 simulated with a
+    B1+ field of amplitude 0.2, sub-plain without one."""
+    root = tmp_path_factory.mktemp("b1_subjects")
+    args = dict(
+        slices=[74], n_frames=B1_FRAMES, split=SPLIT, matrix=B1_MATRIX, samples_per_readout=B1_SAMPLES
+    )
+    simulate_subject(root, "b1", seed=7, noise=0.0, b1=0.2, **args)
+    simulate_subject(root, "plain", seed=8, noise=0.0, **args)
+    return root
+
+
+def _b1_dataset(path, dictionary, table_cache, **kwargs):
+    return SubjectPairDataset(path, dictionary, table_step=0.03, cache_dir=table_cache, **kwargs)
+
+
+def test_b1_subject_reference_is_epg_at_its_field(b1_subjects, b1_dictionary, table_cache):
+    subject = b1_subjects / "sub-b1"
+    raw = read_raw(subject / "raw.h5")
+    field = read_b1_map(reference_b1_path(subject), raw)[..., 0]
+    ds = _b1_dataset(subject, b1_dictionary, table_cache)
+    assert ds.b1_table is not None and ds.table.b1_axis is None
+    assert ds.b1_table.b1_values == [0.8, 0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15, 1.2]  # covers 1 +- 0.2
+    pair = ds.make_pair(0)
+    assert pair["phase_source"] == "file" and np.array_equal(pair["b1"].numpy(), field)
+    ref = read_reference(subject)
+    has = ref["pd"][..., 0] > 0
+    sig = simulate_fisp(
+        torch.from_numpy(ref["t1_s"][..., 0][has]).double(),
+        torch.from_numpy(ref["t2_s"][..., 0][has]).double(),
+        ds.sequence,
+        b1=torch.from_numpy(field[has]).double(),  # the flip angles scaled by each voxel's B1
+    )
+    pd = torch.polar(
+        torch.from_numpy(ref["pd"][..., 0][has]), torch.from_numpy(ref["pd_phase_rad"][..., 0][has])
+    )[:, None]
+    exact = (sig.to(torch.complex64) @ b1_dictionary.basis.conj()) * pd
+    mask = torch.from_numpy(has)
+    rel = (pair["reference"][:, mask].T - exact).norm(dim=1) / exact.norm(dim=1)
+    assert rel.max() < 2e-3, rel.max()  # the table's interpolation error
+    assert not pair["reference"][:, ~mask].any()
+    nominal = (
+        ds.reference_signal(
+            torch.from_numpy(ref["t1_s"][..., 0]),
+            torch.from_numpy(ref["t2_s"][..., 0]),
+            torch.from_numpy(ref["pd"][..., 0]),
+        )
+        * torch.polar(torch.ones(B1_MATRIX, B1_MATRIX), pair["phase_rad"].float())[None]
+    )  # B1 = 1, as before
+    off = float((nominal - pair["reference"]).norm() / pair["reference"].norm())
+    print(f"B1 reference vs exact EPG: max voxel error {float(rel.max()):.2e}; at B1 = 1: off by {off:.3f}")
+    assert off > 0.03  # the field matters
+    # the condition is still the inference gridding of raw.h5, bit for bit
+    expected = SVDMRFReconstructor()(raw, 0, SimpleNamespace(basis=b1_dictionary.basis))["tsmi"]
+    assert torch.equal(pair["condition"], expected)
+
+
+def test_subjects_without_b1_map_are_unchanged(b1_subjects, b1_dictionary, table_cache):
+    plain = b1_subjects / "sub-plain"
+    assert not reference_b1_path(plain).exists()
+    alone = _b1_dataset(plain, b1_dictionary, table_cache)
+    assert alone.b1_table is None and alone.b1_ranges == {}  # no B1 table is built
+    mixed = _b1_dataset(b1_subjects, b1_dictionary, table_cache)
+    assert mixed.b1_table is not None and list(mixed.b1_ranges) == [b1_subjects / "sub-b1"]
+    ours = mixed.make_pair(mixed.items.index((plain, 0)))
+    before = alone.make_pair(0)
+    assert ours["b1"] is None and before["b1"] is None
+    for key in ("reference", "condition", "image", "cond", "scale"):
+        assert torch.equal(ours[key], before[key]), key
+    # and that is the B1 = 1 table's PD * exp(i phi) * basis^H EPG(T1, T2)
+    ref = read_reference(plain)
+    has = torch.from_numpy(ref["pd"][..., 0] > 0)
+    t1, t2, pd = (torch.from_numpy(np.ascontiguousarray(ref[k][..., 0])) for k in ("t1_s", "t2_s", "pd"))
+    c = torch.zeros(5, B1_MATRIX, B1_MATRIX, dtype=torch.complex64)
+    c[:, has] = (alone.table(t1[has], t2[has]) * pd[has].to(torch.complex64)[:, None]).T
+    phase = torch.from_numpy(np.ascontiguousarray(ref["pd_phase_rad"][..., 0]))
+    assert torch.equal(before["reference"], c * torch.polar(torch.ones_like(phase), phase)[None])
+
+
+def test_bad_b1_maps_are_refused_naming_the_file(tmp_path, b1_subjects, b1_dictionary, table_cache):
+    shape = _copy(b1_subjects / "sub-b1", tmp_path, "shape")
+    path = reference_b1_path(shape)
+    arr, aff = load_nifti(path)
+    save_nifti(path, arr[:-2], aff, np.float32)
+    with pytest.raises(SubjectDataError, match="sub-shape_TB1map.nii.gz: the B1 map is 30 x 32 x 1"):
+        _b1_dataset(shape, b1_dictionary, table_cache, on_error="raise")
+    hole = _copy(b1_subjects / "sub-b1", tmp_path, "hole")
+    path = reference_b1_path(hole)
+    arr, aff = load_nifti(path)
+    arr[B1_MATRIX // 2, B1_MATRIX // 2] = np.nan  # inside the brain: PD > 0
+    save_nifti(path, arr, aff, np.float32)
+    good = _copy(b1_subjects / "sub-plain", tmp_path, "good")
+    with pytest.warns(UserWarning, match="2 subject"):
+        ds = _b1_dataset(tmp_path, b1_dictionary, table_cache)
+    assert ds.items == [(good, 0)] and ds.b1_table is None
+    reasons = dict((p.name, r) for p, r in ds.skipped)
+    assert "sub-shape_TB1map.nii.gz" in reasons["sub-shape"] and "resample" in reasons["sub-shape"]
+    assert "sub-hole_TB1map.nii.gz: 1 voxel(s) with PD > 0 have no positive finite B1" in reasons["sub-hole"]
