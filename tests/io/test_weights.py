@@ -219,4 +219,11 @@ def test_shipped_weights_are_plain_state_dicts_with_json(bundle):
     assert basis.dtype == torch.complex64 and tuple(basis.shape) == (200, 5)
     gram = basis.conj().T @ basis  # the SVD subspace basis has orthonormal columns
     assert torch.allclose(gram, torch.eye(5, dtype=torch.complex64), atol=1e-5)
-    assert isinstance(hp["step"], int) and math.isfinite(hp["best_metric"])
+    assert isinstance(hp["step"], int)
+    # chosen by the trainer's validation (a finite best metric) or, trained without it, by the
+    # validation sets, recorded with their scores
+    assert math.isfinite(hp["best_metric"]) or set(hp["selection"]["t1_t2_mape_percent"]) == {
+        "id",
+        "ood",
+        "ood_4x_noise",
+    }
