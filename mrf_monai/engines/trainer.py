@@ -47,6 +47,7 @@ from .data import step_loader, step_seed, training_data_description
 from .distributed import init_distributed, unwrap_network
 from .initialise import init_description, read_init_weights, same_subspace
 from .scaling import channel_scale_from_hyper_parameters, measure_channel_scale
+from .schedules import lr_factor
 from .state import checkpoint_name, find_last_checkpoint, prune_checkpoints, rng_state, set_rng_state
 
 __all__ = ["Trainer"]
@@ -70,6 +71,8 @@ class Trainer:
             ``RandSpatialCropd`` and ``RandFlipd``), seeded per item when randomizable.
         max_steps: total optimiser steps; ``batch_size``: items per step and process.
         lr_warmup_steps: linear warm-up of the learning rate over this many steps.
+        lr_schedule: ``"constant"`` after the warm-up, or ``"cosine"`` down to ``lr_min_ratio``
+            times the learning rate at ``max_steps`` (:mod:`mrf_monai.engines.schedules`).
         grad_clip: clip the global gradient norm to this (``None``/``0``: no clipping).
         num_workers: data-loader worker processes.
         seed: base seed (each process and step derive their own).
@@ -129,6 +132,8 @@ class Trainer:
         max_steps: int = 100_000,
         batch_size: int = 32,
         lr_warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        lr_min_ratio: float = 0.1,
         grad_clip: float | None = 1.0,
         num_workers: int = 0,
         seed: int = 0,
@@ -186,9 +191,9 @@ class Trainer:
             )
         self.optimizer = optimizer
         self.lr_warmup_steps = int(lr_warmup_steps)
-        warm = self.lr_warmup_steps
+        self.lr_schedule, self.lr_min_ratio = str(lr_schedule), float(lr_min_ratio)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: min(1.0, (s + 1) / warm) if warm > 0 else 1.0
+            optimizer, lr_factor(self.lr_schedule, self.lr_warmup_steps, int(max_steps), self.lr_min_ratio)
         )
         self.amp = bool(amp) and self.device.type == "cuda"
         self.amp_dtype = _AMP_DTYPES[amp_dtype]
@@ -290,6 +295,8 @@ class Trainer:
             "world_size": self.world_size,
             "lr": float(defaults.get("lr", math.nan)),
             "lr_warmup_steps": self.lr_warmup_steps,
+            "lr_schedule": self.lr_schedule,
+            "lr_min_ratio": self.lr_min_ratio,
             "weight_decay": float(defaults.get("weight_decay", 0.0)),
             "grad_clip": self.grad_clip,
             "seed": self.seed,

@@ -263,3 +263,36 @@ def test_unet_trainer_ddp_two_processes_gloo(tmp_path):
         assert torch.equal(v, r1["net"][k]), k
     ckpt = load_training_checkpoint(tmp_path / "run" / "checkpoints" / checkpoint_name(3))
     assert ckpt["hyper_parameters"]["training"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+
+
+def test_cosine_learning_rate_schedule_and_resume(tmp_path):
+    from mrf_monai.engines import lr_factor
+
+    f = lr_factor("cosine", warmup_steps=2, decay_steps=10, min_ratio=0.1)
+    assert [f(0), f(1)] == pytest.approx([0.5, 1.0])  # the warm-up
+    assert f(6) == pytest.approx(0.55)  # half-way through the cosine: (1 + 0.1) / 2
+    assert f(10) == pytest.approx(0.1) and f(50) == pytest.approx(0.1)  # min_ratio at and after the end
+    assert all(f(s) >= f(s + 1) for s in range(2, 12))  # never rises after the warm-up
+    assert lr_factor("constant", 0)(123) == 1.0
+    for kwargs, match in (
+        ({"schedule": "step"}, "lr_schedule must be one of"),
+        ({"schedule": "cosine", "warmup_steps": 5, "decay_steps": 5}, "above lr_warmup_steps"),
+        ({"schedule": "cosine", "decay_steps": 9, "min_ratio": 1.5}, "lr_min_ratio"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            lr_factor(**kwargs)
+    # in the trainer: the optimiser sees the schedule, the weights record it, and a resumed run
+    # continues on the uninterrupted run's learning rates
+    cosine = {"lr_schedule": "cosine", "lr_min_ratio": 0.0, "max_steps": 4}
+    full = _trainer(tmp_path / "full", checkpoint_every=2, **cosine)
+    lrs = []
+    for batch in full.loader():
+        lrs.append(full.optimizer.param_groups[0]["lr"])
+        full.train_step(batch)
+    quarter = 0.5 * np.cos(np.pi / 4)
+    assert lrs == pytest.approx([1e-2, 1e-2 * (0.5 + quarter), 5e-3, 1e-2 * (0.5 - quarter)])
+    assert full.training_hyper_parameters()["lr_schedule"] == "cosine"
+    _trainer(tmp_path / "part", checkpoint_every=2, max_time_s=1e-9, **cosine).run()  # stops after step 1
+    resumed = _trainer(tmp_path / "part", **cosine)
+    resumed.load_checkpoint(resumed.resume_path())
+    assert resumed.step == 1 and resumed.optimizer.param_groups[0]["lr"] == pytest.approx(lrs[1])
