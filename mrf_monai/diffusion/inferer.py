@@ -70,7 +70,13 @@ from torch import nn
 from mrf_monai.diffusion.model import predict_eps_and_var
 from mrf_monai.diffusion.sampling import ReverseProcess, X0Transform, alphas_cumprod_from
 
-__all__ = ["DiffusionSamplingInferer", "DataConsistencyFactory", "ProjectionFactory", "derive_seed"]
+__all__ = [
+    "DiffusionSamplingInferer",
+    "DataConsistencyFactory",
+    "ProjectionFactory",
+    "WarmStartFactory",
+    "derive_seed",
+]
 
 #: ``factory(problem, scale, channel_scale) -> X0Transform``: builds a slice's data-consistency
 #: step from its acquisition problem (a ``SliceProblem``), its normalisation scale and the
@@ -82,6 +88,11 @@ DataConsistencyFactory = Callable[[Any, torch.Tensor, torch.Tensor | None], X0Tr
 #: basis rotation and B1 map, the network's per-channel scale and the number of reverse steps
 #: (see :mod:`mrf_monai.matching.projection`); ``None``: no projection for this slice.
 ProjectionFactory = Callable[..., X0Transform | None]
+
+#: ``factory(problem, scale, channel_scale) -> (1, 2R, Nx, Ny)``: a classical reconstruction of the
+#: slice in the network's space (normalised, channel-scaled), the clean-image estimate a warm
+#: start begins from (see :class:`mrf_monai.diffusion.warm_start.LRTVWarmStart`).
+WarmStartFactory = Callable[[Any, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def derive_seed(*entropy: int) -> int:
@@ -135,6 +146,14 @@ class DiffusionSamplingInferer(Inferer):
         projection: a :data:`ProjectionFactory` (e.g. ``DictionaryProjectionFactory``): the
             Bloch projection of ``x0_hat`` onto the slice's dictionary at every step (after the
             data consistency); the call must then get the slice's ``dictionary``. ``None`` = off.
+        warm_start: a :data:`WarmStartFactory` (e.g. :class:`~mrf_monai.diffusion.warm_start.LRTVWarmStart`):
+            each sample starts at the training timestep ``start_timestep`` from the slice's
+            classical reconstruction plus that timestep's noise, instead of at ``T - 1`` from
+            pure noise, and spends its ``n_steps`` between there and 0 (SDEdit; Chung et al.,
+            "Come-Closer-Diffuse-Faster", CVPR 2022). Needs the call's ``problem`` and ``scale``;
+            whole-slice mode or the per-step blend. ``None`` = off (the paper's sampler).
+        start_timestep: the warm start's first timestep ``t0`` (``0 < t0 < T``; smaller keeps more
+            of the classical reconstruction). Only with ``warm_start``.
     """
 
     def __init__(
@@ -161,6 +180,8 @@ class DiffusionSamplingInferer(Inferer):
         amp: bool = False,
         progress: bool = False,
         projection: ProjectionFactory | None = None,
+        warm_start: WarmStartFactory | None = None,
+        start_timestep: int | None = None,
     ) -> None:
         super().__init__()
         for name, flag in (("blend_every_step", blend_every_step), ("amp", amp), ("progress", progress)):
@@ -179,6 +200,14 @@ class DiffusionSamplingInferer(Inferer):
             raise ValueError("sample_batch_size must be positive or None.")
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}.")
+        if warm_start is None and start_timestep is not None:
+            raise ValueError("start_timestep is the first timestep of a warm start: give warm_start too.")
+        if warm_start is not None and mode == "patch" and not blend_every_step:
+            raise ValueError(
+                "a warm start needs the whole slice's state: use mode='whole' or blend_every_step=True."
+            )
+        if warm_start is not None and start_timestep is None:
+            raise ValueError("a warm start needs its first timestep (start_timestep, e.g. 400).")
         self.n_samples = int(n_samples)
         self.roi_size = (int(roi_size),) * 2 if isinstance(roi_size, int) else tuple(int(r) for r in roi_size)
         self.overlap = float(overlap)
@@ -196,16 +225,20 @@ class DiffusionSamplingInferer(Inferer):
         self.channel_scale = None if channel_scale is None else torch.as_tensor(channel_scale).float()
         self.amp = bool(amp)
         self.progress = bool(progress)
-        self.process = ReverseProcess(alphas_cumprod_from(scheduler), n_steps, method, eta, clip, spacing)
+        self.warm_start = warm_start
+        self.process = ReverseProcess(
+            alphas_cumprod_from(scheduler), n_steps, method, eta, clip, spacing, start_timestep
+        )
 
     def __repr__(self) -> str:
         dc = "off" if self.data_consistency is None else getattr(self.data_consistency, "__name__", "on")
         projection = "off" if self.projection is None else "on"
+        warm = "off" if self.warm_start is None else f"t0={self.process.start_timestep}"
         return (
             f"{type(self).__name__}(n_samples={self.n_samples}, n_steps={self.n_steps}, "
             f"method={self.process.method!r}, mode={self.mode!r}, roi_size={self.roi_size}, "
             f"overlap={self.overlap}, blend_every_step={self.blend_every_step}, data_consistency={dc}, "
-            f"projection={projection})"
+            f"projection={projection}, warm_start={warm})"
         )
 
     def __call__(  # type: ignore[override]
@@ -256,6 +289,13 @@ class DiffusionSamplingInferer(Inferer):
             )
             if project is not None:  # None: nothing to do for this slice (e.g. weight 0)
                 transform = project if transform is None else _compose(transform, project)
+        x_init = None
+        if self.warm_start is not None:
+            if problem is None or scale is None:
+                raise ValueError(
+                    "a warm start needs the slice's problem and scale (GridSubspaced with problem_key)."
+                )
+            x_init = self.warm_start(problem, torch.as_tensor(scale), self.channel_scale)
         seed = derive_seed(self.seed, int(slice_index))
         device = _model_device(network)
         if self.amp:
@@ -264,7 +304,7 @@ class DiffusionSamplingInferer(Inferer):
         else:
             context = nullcontext()
         with context:
-            out = self.sample_slice(network, inputs, self.n_samples, seed, transform)
+            out = self.sample_slice(network, inputs, self.n_samples, seed, transform, x_init)
         return out.float()
 
     @property
@@ -291,6 +331,7 @@ class DiffusionSamplingInferer(Inferer):
         n_samples: int = 10,
         seed: int = 0,
         x0_transform: X0Transform | None = None,
+        x_init: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``n_samples`` restored images of one slice.
 
@@ -303,6 +344,8 @@ class DiffusionSamplingInferer(Inferer):
             x0_transform: correction of the whole-slice ``x0_hat`` ``(B, 2R, Nx, Ny)`` at every
                 step (k-space data consistency); whole-slice mode or patch mode with the per-step
                 blend, because it acts on the whole field of view.
+            x_init: the warm start's clean-image estimate ``(1, 2R, Nx, Ny)`` (normalised, like
+                ``cond``); required when the process starts below ``T - 1``, refused otherwise.
 
         Returns:
             samples ``(K, 2R, Nx, Ny)`` float32 on the network's device.
@@ -320,6 +363,18 @@ class DiffusionSamplingInferer(Inferer):
             )
         device = _model_device(model)
         cond = cond.to(device=device, dtype=torch.float32)
+        warm = self.process.start_timestep < len(self.process.alphas_cumprod) - 1
+        if warm != (x_init is not None):
+            raise ValueError(
+                "x_init is the warm start's estimate: give it exactly when the process starts below T - 1."
+            )
+        if x_init is not None:
+            x_init = x_init[None] if x_init.ndim == 3 else x_init
+            if tuple(x_init.shape) != tuple(cond.shape):
+                raise ValueError(
+                    f"x_init must have cond's shape {tuple(cond.shape)}, got {tuple(x_init.shape)}."
+                )
+            x_init = x_init.to(device=device, dtype=torch.float32)
         chunk = self.sample_batch_size or n_samples
         outputs = []
         bar = None
@@ -331,9 +386,9 @@ class DiffusionSamplingInferer(Inferer):
             for start in range(0, n_samples, chunk):
                 ks = list(range(start, min(start + chunk, n_samples)))
                 if self.mode == "whole":
-                    out = self._sample_whole(model, cond, ks, seed, x0_transform)
+                    out = self._sample_whole(model, cond, ks, seed, x0_transform, x_init)
                 elif self.blend_every_step:
-                    out = self._sample_blend_every_step(model, cond, ks, seed, x0_transform)
+                    out = self._sample_blend_every_step(model, cond, ks, seed, x0_transform, x_init)
                 else:
                     out = self._sample_patches(model, cond, ks, seed)
                 outputs.append(out)
@@ -391,9 +446,12 @@ class DiffusionSamplingInferer(Inferer):
         ks: Sequence[int],
         seed: int,
         x0_transform: X0Transform | None = None,
+        x_init: torch.Tensor | None = None,
     ) -> torch.Tensor:
         c, n = cond.shape[1], len(ks)
         x = self._initial_noise(cond.shape[1:], ks, seed, cond.device)
+        if x_init is not None:
+            x = self.process.warm_start(x_init, x)
         gens = [torch.Generator().manual_seed(derive_seed(seed, k, 2)) for k in ks]
         condb = cond.expand(n, -1, -1, -1)
         steps = range(len(self.process))
@@ -426,6 +484,7 @@ class DiffusionSamplingInferer(Inferer):
         ks: Sequence[int],
         seed: int,
         x0_transform: X0Transform | None = None,
+        x_init: torch.Tensor | None = None,
     ) -> torch.Tensor:
         nx, ny = cond.shape[-2:]
         m = self.pad_multiple
@@ -433,6 +492,8 @@ class DiffusionSamplingInferer(Inferer):
         pad = (py // 2, py - py // 2, px // 2, px - px // 2)
         condp = F.pad(cond, pad, mode="constant", value=0.0)
         x_T = self._initial_noise(condp.shape[1:], ks, seed, cond.device)
+        if x_init is not None:
+            x_T = self.process.warm_start(F.pad(x_init, pad, mode="constant", value=0.0), x_T)
         gens = [torch.Generator().manual_seed(derive_seed(seed, k, 3)) for k in ks]
 
         def noise_fn(shape: Sequence[int]) -> torch.Tensor:

@@ -196,6 +196,10 @@ class ReverseProcess:
         eta: DDIM stochasticity (0 = deterministic); ignored by DDPM; the ODE solvers need 0.
         clip: clamp ``x0_hat`` to ``[-clip, clip]`` at each step; ``None`` = no clipping.
         spacing: timestep spacing, see :func:`sampling_timesteps`.
+        start_timestep: the first visited timestep (``None``: ``T - 1``, pure noise). A warm
+            start (SDEdit / "come closer, diffuse faster") begins at an intermediate ``t0`` from
+            ``x_t0 = sqrt(abar_t0) x_init + sqrt(1 - abar_t0) z`` (:meth:`warm_start`); the
+            ``n_steps`` are then spread over ``t0 .. 0`` with the same ``spacing``.
     """
 
     def __init__(
@@ -206,6 +210,7 @@ class ReverseProcess:
         eta: float = 0.0,
         clip: float | None = None,
         spacing: str = "linspace",
+        start_timestep: int | None = None,
     ) -> None:
         method = method.lower()
         if method not in SAMPLING_METHODS:
@@ -221,7 +226,16 @@ class ReverseProcess:
         self.method = method
         self.eta = float(eta)
         self.clip = None if clip is None else float(clip)
-        self.timesteps = sampling_timesteps(n_steps, abar.numel(), spacing, abar)
+        total = abar.numel()
+        start = total - 1 if start_timestep is None else int(start_timestep)
+        if not 0 <= start <= total - 1:
+            raise ValueError(f"start_timestep must be in [0, {total - 1}], got {start_timestep}.")
+        if n_steps > start + 1:
+            raise ValueError(
+                f"{n_steps} steps do not fit between timestep {start} and 0: use at most {start + 1}."
+            )
+        self.start_timestep = start
+        self.timesteps = sampling_timesteps(n_steps, start + 1, spacing, abar[: start + 1])
         a_t = abar[self.timesteps]
         a_s = torch.cat([abar[self.timesteps[1:]], torch.ones(1, dtype=torch.float64)])
         beta = 1.0 - a_t / a_s
@@ -242,6 +256,13 @@ class ReverseProcess:
 
     def __len__(self) -> int:
         return int(self.timesteps.numel())
+
+    def warm_start(self, x_init: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The first state ``x_t0 = sqrt(abar_t0) x_init + sqrt(1 - abar_t0) noise`` of a run that
+        starts from an estimate ``x_init`` of the clean image at ``t0 = start_timestep`` (the
+        forward process of training applied to ``x_init``)."""
+        a0 = float(self.alphas_cumprod[self.start_timestep])
+        return math.sqrt(a0) * x_init.to(noise.dtype) + math.sqrt(1.0 - a0) * noise
 
     def needs_noise(self, i: int) -> bool:
         """Whether step ``i`` draws random numbers (never the last step, never DDIM with eta 0
