@@ -35,7 +35,7 @@ _EXPORTS = {
         "RotateSubspaced",
     ),
     "dictionary": ("DictionaryProvider", "AttachDictionaryd"),
-    "samples": ("SampleMeand", "SampleStdMapsd"),
+    "samples": ("SampleMeand", "SampleStdMapsd", "pooled_std"),
     "protocol": ("CheckProtocold",),
     "gridding": ("GridSubspace", "GridSubspaced", "merge_acquisition_info"),
     "b1": ("LoadB1Map", "LoadB1Mapd", "MatchedB1d"),

@@ -1,5 +1,14 @@
 """MONAI transforms for probabilistic reconstructions: the mean of K samples and the spread of
-the maps matched from each sample (the uncertainty maps of the data contract)."""
+the maps matched from each sample (the uncertainty maps of the data contract).
+
+The spread of K = 4-10 samples is a noisy estimate of each voxel's posterior standard deviation
+(the sample variance of K values has a relative standard deviation of about ``sqrt(2 / (K - 1))``,
+0.8 for K = 4), while the errors it should rank vary smoothly over a few voxels. Pooling the
+sample variance over a small neighbourhood (:func:`pooled_std`, a Gaussian of ``smoothing_px``
+pixels inside the mask) trades a little resolution of the uncertainty map for many more degrees
+of freedom: on the validation and test sets of ``docs/results.md`` it raised the Spearman
+correlation of |error| and std from 0.38 / 0.51 (T1 / T2) to 0.47 / 0.56 at 1 pixel.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +19,39 @@ import torch
 from monai.transforms import MapTransform
 from monai.utils import TransformBackends
 
-__all__ = ["SampleMeand", "SampleStdMapsd"]
+__all__ = ["SampleMeand", "SampleStdMapsd", "pooled_std"]
+
+
+def pooled_std(std: torch.Tensor, mask: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Standard deviation from the variance ``std**2`` pooled over a Gaussian neighbourhood.
+
+    ``sqrt(G * (mask std^2) / G * mask)`` with ``G`` a Gaussian of ``sigma_px`` pixels (truncated
+    at 3 sigma), normalised by the pooled mask so that the background (0) does not pull the
+    border down; 0 outside the mask. ``sigma_px = 0`` returns ``std`` inside the mask.
+
+    Args:
+        std: ``(H, W)`` per-voxel standard deviation (any unit, any device).
+        mask: ``(H, W)`` bool mask of the voxels that carry one.
+        sigma_px: Gaussian width in pixels (``>= 0``).
+    """
+    if sigma_px < 0:
+        raise ValueError(f"the std smoothing width must be >= 0 pixels, got {sigma_px}")
+    if std.shape != mask.shape or std.ndim != 2:
+        raise ValueError(
+            f"std and mask must be the same (H, W), got {tuple(std.shape)} and {tuple(mask.shape)}"
+        )
+    m = mask.to(std.dtype)
+    if sigma_px == 0:
+        return std * m
+    radius = max(1, int(3.0 * float(sigma_px) + 0.5))
+    x = torch.arange(-radius, radius + 1, dtype=std.dtype, device=std.device)
+    g = torch.exp(-0.5 * (x / float(sigma_px)) ** 2)
+    g = g / g.sum()
+    pair = torch.stack([std.square() * m, m])[:, None]  # (2, 1, H, W)
+    pair = torch.nn.functional.conv2d(pair, g.view(1, 1, -1, 1), padding=(radius, 0))
+    pair = torch.nn.functional.conv2d(pair, g.view(1, 1, 1, -1), padding=(0, radius))
+    var = pair[0, 0] / pair[1, 0].clamp_min(torch.finfo(std.dtype).tiny)
+    return torch.where(mask, var.clamp_min(0).sqrt(), torch.zeros((), dtype=std.dtype, device=std.device))
 
 
 class SampleMeand(MapTransform):
@@ -62,6 +103,8 @@ class SampleStdMapsd(MapTransform):
         b1_key: the relative B1 map ``(H, W)`` the mean was matched with
             (:class:`~mrf_monai.transforms.b1.LoadB1Mapd`'s ``"b1_map"``), or ``None``: no map.
         t1_key, t2_key: where the ``(H, W)`` standard-deviation maps go (seconds).
+        smoothing_px: pool each voxel's sample variance over a Gaussian neighbourhood of this
+            many pixels inside the mask (:func:`pooled_std`; 0: the plain per-voxel spread).
     """
 
     def __init__(
@@ -73,8 +116,12 @@ class SampleStdMapsd(MapTransform):
         t1_key: str = "t1_std_s",
         t2_key: str = "t2_std_s",
         b1_key: str | None = None,
+        smoothing_px: float = 0.0,
     ) -> None:
         super().__init__([samples_key], allow_missing_keys=True)
+        if not isinstance(smoothing_px, int | float) or isinstance(smoothing_px, bool) or smoothing_px < 0:
+            raise ValueError(f"std_smoothing_px must be a number >= 0 (pixels), got {smoothing_px!r}")
+        self.smoothing_px = float(smoothing_px)
         self.samples_key, self.dictionary_key, self.clusters_key = samples_key, dictionary_key, clusters_key
         self.mask_key, self.t1_key, self.t2_key = mask_key, t1_key, t2_key
         self.b1_key = b1_key
@@ -104,7 +151,7 @@ class SampleStdMapsd(MapTransform):
             )
             t1.append(r["t1_s"])
             t2.append(r["t2_s"])
-        zero = torch.zeros((), dtype=torch.float32, device=mask.device)
-        d[self.t1_key] = torch.where(mask, torch.stack(t1).std(dim=0, correction=0), zero)
-        d[self.t2_key] = torch.where(mask, torch.stack(t2).std(dim=0, correction=0), zero)
+        for key, maps in ((self.t1_key, t1), (self.t2_key, t2)):
+            std = torch.stack(maps).std(dim=0, correction=0)
+            d[key] = pooled_std(std, mask.to(std.device), self.smoothing_px)
         return d
